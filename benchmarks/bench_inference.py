@@ -28,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from dmask_live import models
+from dmask_live.convert import CONVERTER_VERSION
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -146,6 +147,9 @@ def bench_model(name: str, tflite: bytes, onnx_path: Path, repeats: int) -> dict
         result["onnx_batch2_over_tflite_2x_batch1_median"] = round(
             result["onnx_batch2"]["median_ms"] / result["tflite_2x_batch1"]["median_ms"], 3
         )
+        result["onnx_batch2_over_onnx_2x_batch1_median"] = round(  # what batching both eyes gains
+            result["onnx_batch2"]["median_ms"] / result["onnx_2x_batch1"]["median_ms"], 3
+        )
     return result
 
 
@@ -158,6 +162,7 @@ def markdown(report: dict) -> str:
         f"Machine: {info['cpu']}, {info['logical_cores']} logical cores, {info['os']}, "
         f"Python {info['python']}.",
         f"Libraries: {libs}. Load average at start: {info['load_average_at_start']}.",
+        f"ONNX files: dmask-live converter {report['converter_version']}.",
         "",
         "One thread each (onnxruntime ORT_ENABLE_ALL, intra_op 1; TFLite num_threads=1, XNNPACK), "
         f"interleaved calls, {report['repeats']} repeats after warm-up. Times in ms per call.",
@@ -176,6 +181,8 @@ def markdown(report: dict) -> str:
         if "onnx_batch2_over_tflite_2x_batch1_median" in result:
             ratio = result["onnx_batch2_over_tflite_2x_batch1_median"]
             lines.append(f"- {name}: ONNX batch 2 / TFLite 2 x batch 1 = {ratio}")
+            gain = result["onnx_batch2_over_onnx_2x_batch1_median"]
+            lines.append(f"- {name}: ONNX batch 2 / ONNX 2 x batch 1 = {gain} (the gain of batching)")
     lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
 
@@ -195,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "repeats": args.repeats,
         "command": command_line(argv),
+        "converter_version": CONVERTER_VERSION,
         "models": {},
     }
     for name in models.MODEL_NAMES:

@@ -157,6 +157,14 @@ def test_graph_interface(name, tflite_models, converted):
     assert {o.name: o.shape[1:] for o in session.get_outputs()} == expected
 
 
+def test_iris_heads_are_merged_and_channel_pads_split(tflite_models):
+    """The speed-ups are in place (their exactness is what the tests above check)."""
+    model = convert_tflite(tflite_models["iris_landmark"], "iris_landmark")
+    names = [node.name for node in model.graph.node]
+    assert sum("_twins" in name for name in names) > 40  # eye-contour and iris heads as one
+    assert not any("__identity" in name for node in model.graph.node for name in node.input)
+
+
 def test_conversion_is_deterministic(tflite_models):
     name = "iris_landmark"
     first = convert_tflite(tflite_models[name], name).SerializeToString()

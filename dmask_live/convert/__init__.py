@@ -2,7 +2,8 @@
 
 ``convert_tflite(path_or_bytes, name)`` returns an :class:`onnx.ModelProto`. Modules:
 ``tflite_reader`` parses the flatbuffer, ``onnx_builder`` holds the layout strategy and graph
-bookkeeping, ``onnx_ops`` has one handler per TFLite op.
+bookkeeping, ``onnx_ops`` has one handler per TFLite op, ``twin_branches`` merges parallel heads of
+identical structure (the iris network's two) into one branch of grouped convolutions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .onnx_ops import build_onnx
 from .tflite_reader import TfliteFormatError, read_tflite
 
 # Bump when the produced graphs change, so built models are rebuilt (recorded in manifest.json).
-CONVERTER_VERSION = "3"
+CONVERTER_VERSION = "6"
 
 __all__ = [
     "CONVERTER_VERSION",

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -66,6 +65,16 @@ class BuilderBase:
         self._used: set[str] = set()
         self._variants: dict[tuple[int, str], str] = {}
         self._counter = 0
+        self.deferred_pads: dict[int, int] = {}  # channel-PAD output -> its input, added in the ADD
+        self.rectified: set[int] = set()  # outputs whose following RELU was already applied
+        self.negated: set[int] = set()  # activations stored as their negative (see Converter.op_prelu)
+        self.producer: dict[int, Op] = {out: op for op in graph.ops for out in op.outputs}
+        self.consumers: dict[int, list[Op]] = {}
+        for op in graph.ops:
+            for index in op.inputs:
+                self.consumers.setdefault(index, []).append(op)
+        for index in graph.outputs:
+            self.consumers.setdefault(index, []).append(Op("OUTPUT", [index], []))
 
     # ---- naming -------------------------------------------------------------------------------
     def unique(self, base: str) -> str:
@@ -182,6 +191,8 @@ class BuilderBase:
                 raise UnsupportedOpError(f"TFLite op {op.kind} is not supported by the converter")
             handler(op)
         outputs = [self._graph_output(index) for index in self.graph.outputs]
+        used = {name for node in self.nodes for name in node.input}
+        self.initializers = [init for init in self.initializers if init.name in used]  # e.g. split convs
         onnx_graph = helper.make_graph(self.nodes, graph_name, inputs, outputs, self.initializers)
         model = helper.make_model(
             onnx_graph,

@@ -1,0 +1,447 @@
+"""Offscreen moderngl renderer of the canonical avatar: the only source of output pixels.
+
+The avatar is always the canonical face model; an :class:`~dmask_live.types.AvatarState` only
+moves it (head pose, expression, eyelids, gaze). Nothing from the input image is used: colours
+are constants, geometry is the model. Projection is orthographic in image pixels, matching the
+tracker's weak-perspective camera, so in ``follow`` placement the avatar lands exactly where the
+patient's face was.
+
+GL contexts are bound to the thread that created them: create, use and release an
+``AvatarRenderer`` on one thread (see :class:`dmask_live.pipeline.PipelineWorker`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from dmask_live import shaders
+from dmask_live.types import AvatarState
+
+log = logging.getLogger(__name__)
+
+Colour = tuple[int, int, int]
+
+BACKGROUND: Colour = (139, 152, 168)  # neutral grey-blue
+SKIN = (0.86, 0.70, 0.60)
+BROW = (0.42, 0.33, 0.28)
+LIP = (0.74, 0.47, 0.45)
+SCLERA = (0.95, 0.94, 0.91)
+IRIS = (0.30, 0.42, 0.55)
+PUPIL = (0.04, 0.04, 0.05)
+MOUTH_INSIDE = (0.22, 0.09, 0.09)
+EYE_SOCKET = (0.82, 0.70, 0.67)  # conjunctiva: what shows where the eyeball does not reach the corners
+CLOSED_LID = tuple(0.78 * c for c in SKIN)  # where closed lid margins meet (reads as a lash line)
+UPPER_LASH = (0.16, 0.11, 0.10)
+LOWER_LASH = (0.50, 0.36, 0.32)
+# Lash-line width as a fraction of the eye's corner-to-corner width. Real lids have a dark lash
+# line; without it a closed eye is featureless skin and landmark networks see it as open.
+UPPER_LASH_WIDTH = 0.075
+LOWER_LASH_WIDTH = 0.03
+CLOSED_OPENNESS = 0.04  # both lids of an eye below this openness: the eye is closed
+GLYPH: Colour = (112, 120, 132)  # "face not found" outline
+
+PLACEMENTS = ("follow", "centre")
+GL_PACKAGES = "libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libgbm1"
+
+# MediaPipe mesh indices (the first 468 model vertices are the mesh points).
+_BROWS = (46, 53, 52, 65, 55, 70, 63, 105, 66, 107, 276, 283, 282, 295, 285, 300, 293, 334, 296, 336)
+_LIPS = (
+    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
+    78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415,
+)  # fmt: skip
+
+# Eyeball local frame: +z points away from the camera (image convention), so the cornea is at -z.
+EYE_FORWARD_LOCAL = np.array([0.0, 0.0, -1.0])
+# Light direction (toward the light) in image space: from the camera, a little up-left.
+_LIGHT = np.array([-0.35, -0.45, -0.82])
+_LIGHT = tuple(float(v) for v in _LIGHT / np.linalg.norm(_LIGHT))
+
+def create_context():
+    """A headless OpenGL 3.3 context via EGL, or one error saying what to install."""
+    import moderngl
+
+    try:
+        return moderngl.create_standalone_context(backend="egl")
+    except Exception as exc:  # noqa: BLE001 - turned into one actionable message
+        raise RuntimeError(
+            f"cannot create an offscreen OpenGL context through EGL ({type(exc).__name__}: {exc}). "
+            f"Install the EGL/GL libraries (Debian/Ubuntu: apt-get install {GL_PACKAGES}) "
+            "or a GPU driver that provides EGL."
+        ) from exc
+
+
+EYE_SEGMENTS = 32  # around the optical axis; the sphere's hole and the iris disc share them
+
+
+def uv_sphere(
+    rings: int = 14, segments: int = EYE_SEGMENTS, hole: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit sphere (vertices (N,3) float32, triangles (M,3) int32), poles on the z axis.
+
+    ``hole``: polar angle (radians) around the front pole (-z) left open, where the iris disc goes.
+    Cutting it from the mesh instead of discarding fragments keeps early depth rejection working.
+    """
+    theta = np.linspace(hole, np.pi, rings + 1)
+    phi = np.linspace(0.0, 2.0 * np.pi, segments + 1)
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    verts = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), -np.cos(t)], axis=-1).reshape(-1, 3)
+    idx = np.arange((rings + 1) * (segments + 1)).reshape(rings + 1, segments + 1)
+    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
+    c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    tris = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
+    return verts.astype(np.float32), tris.astype(np.int32)
+
+
+def neutral_frame(width: int, height: int, background: Colour = BACKGROUND) -> np.ndarray:
+    """Background plus a grey head-and-shoulders outline: the "face not found" frame."""
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[:] = background
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    unit = min(width, height)
+    thickness = max(2.0, unit / 120.0)
+    cx, cy = width / 2.0, height * 0.44
+    ax, ay = unit * 0.17, unit * 0.23
+    head = np.abs(np.hypot((xx - cx) / ax, (yy - cy) / ay) - 1.0) * min(ax, ay) < thickness
+    sx, sy = unit * 0.38, unit * 0.28
+    shoulder_cy = cy + ay + sy * 1.05
+    shoulders = np.abs(np.hypot((xx - cx) / sx, (yy - shoulder_cy) / sy) - 1.0) * min(sx, sy) < thickness
+    shoulders &= yy < shoulder_cy
+    frame[head | shoulders] = GLYPH
+    return frame
+
+
+def disc(segments: int = EYE_SEGMENTS) -> tuple[np.ndarray, np.ndarray]:
+    """Unit disc in the z=0 plane (centre last), as vertices (N,3) float32 and a triangle fan."""
+    angle = np.linspace(0.0, 2.0 * np.pi, segments, endpoint=False)
+    ring = np.stack([np.cos(angle), np.sin(angle), np.zeros(segments)], 1)
+    verts = np.vstack([ring, [[0.0, 0.0, 0.0]]]).astype(np.float32)
+    return verts, _fan(segments)
+
+
+def _ribbon_triangles(lengths: list[int]) -> np.ndarray:
+    """Triangles of ribbons stored as (inner, outer) vertex pairs, one ribbon per length."""
+    tris, base = [], 0
+    for n in lengths:
+        for i in range(n - 1):
+            a, b, c, d = base + 2 * i, base + 2 * i + 1, base + 2 * i + 2, base + 2 * i + 3
+            tris += [(a, b, c), (b, d, c)]
+        base += 2 * n
+    return np.asarray(tris, np.int32)
+
+
+def _lash_ribbons(margins: np.ndarray, eye_centres: np.ndarray, widths: np.ndarray,
+                  lifts: np.ndarray) -> np.ndarray:
+    """(R, n, 2, 3) ribbons along R lid margins (R, n, 3): inner edge on the margin (lifted toward
+    the camera by ``lifts`` (R, 3)), outer edge ``widths`` (R,) px away from the eye, tapered."""
+    xy = margins[..., :2]
+    tangent = np.empty_like(xy)
+    tangent[:, 1:-1] = xy[:, 2:] - xy[:, :-2]
+    tangent[:, 0], tangent[:, -1] = xy[:, 1] - xy[:, 0], xy[:, -1] - xy[:, -2]
+    normal = np.stack([-tangent[..., 1], tangent[..., 0]], -1)
+    normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-9)
+    mid = margins.shape[1] // 2  # the margin's middle decides which side is away from the eye
+    outward = np.where(np.sum(normal[:, mid] * (xy[:, mid] - eye_centres), -1) >= 0.0, 1.0, -1.0)
+    taper = 0.35 + 0.65 * np.sin(np.linspace(0.0, np.pi, margins.shape[1]))
+    out = np.empty(margins.shape[:2] + (2, 3))
+    out[:, :, 0] = margins + lifts[:, None, :]
+    out[:, :, 1] = out[:, :, 0]
+    out[:, :, 1, :2] += normal * (outward * widths)[:, None, None] * taper[None, :, None]
+    return out
+
+
+def _check_state(state: AvatarState) -> None:
+    """A tracked state must be finite with a positive scale (else the pipeline fails closed)."""
+    for name in ("head_pose_deg", "translation", "expression", "eyelids", "gaze_deg"):
+        if not np.all(np.isfinite(np.asarray(getattr(state, name), np.float64))):
+            raise ValueError(f"AvatarState.{name} has non-finite values")
+    if not (np.isfinite(state.scale) and state.scale > 0):
+        raise ValueError(f"AvatarState.scale must be positive and finite, got {state.scale}")
+    width, height = state.image_size
+    if width <= 0 or height <= 0:
+        raise ValueError(f"AvatarState.image_size must be positive, got {state.image_size}")
+
+
+def _fan(count: int) -> np.ndarray:
+    """Triangles of a fan from vertex ``count`` (the centre) over a closed loop of ``count``."""
+    i = np.arange(count)
+    return np.stack([np.full(count, count), i, (i + 1) % count], 1).astype(np.int32)
+
+
+class AvatarRenderer:
+    """Renders :class:`AvatarState` to ``(height, width, 3)`` uint8 RGB frames.
+
+    placement: ``"follow"`` puts the head where the patient's head is in the frame (state image
+    coordinates scaled to the output size); ``"centre"`` centres it at a fixed size.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        placement: str = "follow",
+        background: Colour = BACKGROUND,
+        model=None,
+        ctx=None,
+    ) -> None:
+        if int(width) <= 0 or int(height) <= 0:
+            raise ValueError(f"renderer size must be positive, got {width}x{height}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        from dmask_live import face_model as fm
+
+        self._fm = fm
+        self.width, self.height = int(width), int(height)
+        self.placement = placement
+        self.background = tuple(int(c) for c in background)
+        self.model = fm.load_face_model() if model is None else model
+        self._neutral: np.ndarray | None = None
+        self._released = False
+        self._prepare_model()
+        self.ctx = create_context() if ctx is None else ctx
+        self._owns_ctx = ctx is None
+        try:
+            self._build_gl()
+        except Exception:
+            self.release()
+            raise
+
+    # ----------------------------------------------------------------- set-up
+    def _prepare_model(self) -> None:
+        m = self.model
+        verts = np.asarray(m.vertices, np.float64)
+        self._n_verts = len(verts)
+        self._triangles = np.ascontiguousarray(m.triangles, np.int32)
+        # Vertex normal = sum of incident face normals: a sparse (V, T) incidence matrix.
+        from scipy.sparse import csr_matrix
+
+        t = self._triangles
+        rows = t.ravel()
+        cols = np.repeat(np.arange(len(t)), 3)
+        self._incidence = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(self._n_verts, len(t)))
+        colours = np.tile(np.asarray(SKIN, np.float32), (self._n_verts, 1))
+        colours[[i for i in _BROWS if i < self._n_verts]] = BROW
+        colours[[i for i in _LIPS if i < self._n_verts]] = LIP
+        self._colours = colours
+        self._mouth_ring = np.asarray(m.mouth_ring, np.int64)
+        self._eye_rings = [np.asarray(r, np.int64) for r in m.eye_ring]
+        # eye_ring: lower margin outer→inner corner (0..8), then the upper margin back (9..15).
+        self._ring_index = np.stack(self._eye_rings)
+        upper = [np.concatenate([r[8:], r[:1]]) for r in self._eye_rings]
+        lower = [r[:9] for r in self._eye_rings]
+        self._lash_margins = np.stack(upper + lower)  # (4, 9): upper OD, upper OS, lower OD, lower OS
+        self._lash_eye = np.array([0, 1, 0, 1])
+        self._lash_width = np.array([UPPER_LASH_WIDTH] * 2 + [LOWER_LASH_WIDTH] * 2)
+        # The upper lash sits a little further toward the camera so it wins where the margins meet.
+        self._lash_lift = np.array([0.05, 0.05, 0.02, 0.02])
+        mouth = verts[self._mouth_ring]
+        self._mouth_depth = 0.35 * float(np.ptp(mouth[:, 0]))  # model units behind the lips
+        self._socket_depth = 1.3 * float(m.eyeball_radius)
+        extent = np.linalg.norm(verts - verts.mean(0), axis=1).max()
+        self._model_radius = float(extent + 2.0 * m.eyeball_radius)
+        lo, hi = verts.min(0), verts.max(0)
+        self._model_centre = (lo + hi) / 2.0
+        self._model_height = float(hi[1] - lo[1])
+
+    def _build_gl(self) -> None:
+        ctx = self.ctx
+        self._fbo = ctx.simple_framebuffer((self.width, self.height), components=4)
+        self._skin_prog = ctx.program(vertex_shader=shaders.SKIN_VS, fragment_shader=shaders.SKIN_FS)
+        self._eye_prog = ctx.program(vertex_shader=shaders.EYE_VS, fragment_shader=shaders.EYE_FS)
+        self._flat_prog = ctx.program(vertex_shader=shaders.FLAT_VS, fragment_shader=shaders.FLAT_FS)
+        for prog in (self._skin_prog, self._eye_prog, self._flat_prog):
+            prog["viewport"].value = (float(self.width), float(self.height))
+        for prog in (self._skin_prog, self._eye_prog):
+            prog["light_dir"].value = _LIGHT
+        m = self.model
+        self._eye_prog["iris_r"].value = float(m.iris_radius / m.eyeball_radius)
+        self._eye_prog["pupil_r"].value = float(m.pupil_radius / m.eyeball_radius)
+        self._eye_prog["sclera"].value = SCLERA
+        self._eye_prog["iris"].value = IRIS
+        self._eye_prog["pupil"].value = PUPIL
+
+        # Skin: positions+normals change per frame (one interleaved buffer), colours are static.
+        self._skin_vbo = ctx.buffer(reserve=self._n_verts * 6 * 4, dynamic=True)
+        self._colour_vbo = ctx.buffer(self._colours.tobytes())
+        self._skin_ibo = ctx.buffer(self._triangles.tobytes())
+        self._skin_vao = ctx.vertex_array(
+            self._skin_prog,
+            [(self._skin_vbo, "3f 3f", "in_pos", "in_normal"), (self._colour_vbo, "3f", "in_color")],
+            index_buffer=self._skin_ibo,
+        )
+        sphere_v, sphere_t = uv_sphere(hole=float(np.arcsin(min(m.iris_radius / m.eyeball_radius, 1.0))))
+        self._sphere_vbo = ctx.buffer(sphere_v.tobytes())
+        self._sphere_ibo = ctx.buffer(sphere_t.tobytes())
+        self._eye_vao = ctx.vertex_array(
+            self._eye_prog, [(self._sphere_vbo, "3f", "in_local")], index_buffer=self._sphere_ibo
+        )
+        # The iris disc in the eyeball's unit-sphere frame: radius iris_r at depth -iris_depth.
+        disc_v, disc_t = disc()
+        disc_v[:, :2] *= m.iris_radius / m.eyeball_radius
+        disc_v[:, 2] = -getattr(m, "iris_depth", 0.0) / m.eyeball_radius
+        self._disc_vbo = ctx.buffer(disc_v.astype(np.float32).tobytes())
+        self._disc_ibo = ctx.buffer(disc_t.tobytes())
+        self._disc_vao = ctx.vertex_array(
+            self._eye_prog, [(self._disc_vbo, "3f", "in_local")], index_buffer=self._disc_ibo
+        )
+        # Fills behind the mouth ring (dark) and each eye ring (conjunctiva): fans to a point pushed back.
+        self._fills = []
+        for ring, colour in [(self._mouth_ring, MOUTH_INSIDE)] + [(r, EYE_SOCKET) for r in self._eye_rings]:
+            vbo = ctx.buffer(reserve=(len(ring) + 1) * 3 * 4, dynamic=True)
+            ibo = ctx.buffer(_fan(len(ring)).tobytes())
+            vao = ctx.vertex_array(self._flat_prog, [(vbo, "3f", "in_pos")], index_buffer=ibo)
+            self._fills.append((ring, colour, vbo, vao))
+        # Lash lines: ribbons along the upper and lower lid margins of both eyes, one buffer;
+        # the upper ribbons (dark) and the lower ones (lighter) are drawn with their own colour.
+        count = self._lash_margins.shape[1]
+        self._lash_vbo = ctx.buffer(reserve=4 * count * 2 * 3 * 4, dynamic=True)
+        self._lashes = []
+        for first, colour in [(0, UPPER_LASH), (2, LOWER_LASH)]:
+            tris = _ribbon_triangles([count, count]) + first * count * 2
+            ibo = ctx.buffer(tris.astype(np.int32).tobytes())
+            vao = ctx.vertex_array(self._flat_prog, [(self._lash_vbo, "3f", "in_pos")], index_buffer=ibo)
+            self._lashes.append((colour, ibo, vao))
+
+    # ----------------------------------------------------------------- public
+    def render(self, state: AvatarState) -> np.ndarray:
+        """The avatar for ``state`` (or the neutral frame when not tracked) as (H, W, 3) uint8."""
+        if self._released:
+            raise RuntimeError("AvatarRenderer.render() after release()")
+        if not state.tracked:
+            return self.neutral_frame()
+        _check_state(state)
+        # Make this renderer's context current: another context may have been made current on
+        # this thread since (a second renderer, a pipeline), and GL calls go to the current one.
+        with self.ctx:
+            return self._draw(state)
+
+    def _draw(self, state: AvatarState) -> np.ndarray:
+        state, out_scale = self._placed_state(state)
+        fm = self._fm
+        verts = np.asarray(fm.posed_vertices(self.model, state), np.float64) * out_scale
+        normals = self._vertex_normals(verts)
+        self._skin_vbo.write(np.hstack([verts, normals]).astype(np.float32).tobytes())
+        backward = (fm.rotation_matrix(state.head_pose_deg) @ np.array([0.0, 0.0, 1.0])) * state.scale
+        backward = backward * out_scale
+
+        depth_half_range = self._model_radius * state.scale * float(out_scale.max()) * 2.0 + 1.0
+        for prog in (self._skin_prog, self._eye_prog, self._flat_prog):
+            prog["depth_half_range"].value = depth_half_range
+
+        fbo = self._fbo
+        fbo.use()
+        self.ctx.enable_only(self.ctx.DEPTH_TEST)
+        bg = tuple(c / 255.0 for c in self.background)
+        fbo.clear(bg[0], bg[1], bg[2], 1.0, depth=1.0)
+        self._skin_vao.render()
+        closed = np.asarray(state.eyelids, np.float64).reshape(2, 2).max(axis=1) < CLOSED_OPENNESS
+        self._draw_fills(verts, backward, closed)
+        self._draw_lashes(verts, backward)
+        for eye in (0, 1):
+            if not closed[eye]:
+                self._draw_eyeball(state, eye, out_scale)
+        frame = np.empty((self.height, self.width, 3), np.uint8)
+        fbo.read_into(frame, components=3, alignment=1)
+        return frame
+
+    def neutral_frame(self) -> np.ndarray:
+        """The cached "face not found" frame (a copy, so callers may draw on it)."""
+        if self._neutral is None:
+            self._neutral = neutral_frame(self.width, self.height, self.background)
+        return self._neutral.copy()
+
+    def release(self) -> None:
+        """Free GL objects (and the context if this renderer created it). Idempotent."""
+        if self._released:
+            return
+        self._released = True
+        ctx = getattr(self, "ctx", None)
+        if ctx is None:
+            return
+        if self._owns_ctx:
+            ctx.release()
+        else:
+            with ctx:
+                for obj in self._gl_objects():
+                    obj.release()
+        self.ctx = None
+
+    def _gl_objects(self) -> list:
+        objects = [v for k, v in vars(self).items() if k != "ctx" and hasattr(v, "mglo")]
+        for _, _, vbo, vao in getattr(self, "_fills", []):
+            objects += [vao, vbo]
+        for _, ibo, vao in getattr(self, "_lashes", []):
+            objects += [vao, ibo]
+        return objects
+
+    def __enter__(self) -> AvatarRenderer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # ----------------------------------------------------------------- helpers
+    def _placed_state(self, state: AvatarState) -> tuple[AvatarState, np.ndarray]:
+        """The state to pose with, and the per-axis factor from its image space to the output."""
+        if self.placement == "centre":
+            scale = 0.62 * self.height / max(self._model_height, 1e-9)
+            centre = np.array([self.width / 2.0, self.height / 2.0])
+            translation = centre - scale * self._model_centre[:2]
+            placed = dataclasses.replace(
+                state, translation=translation.astype(np.float32), scale=float(scale),
+                image_size=(self.width, self.height),
+            )
+            return placed, np.ones(3)
+        src_w, src_h = state.image_size
+        sx, sy = self.width / float(src_w), self.height / float(src_h)
+        return state, np.array([sx, sy, 0.5 * (sx + sy)])
+
+    def _draw_lashes(self, verts: np.ndarray, backward: np.ndarray) -> None:
+        rings = verts[self._ring_index]  # (2, 16, 3)
+        eye_width = np.linalg.norm(rings[:, 0, :2] - rings[:, 8, :2], axis=1)[self._lash_eye]
+        towards_camera = -backward / max(float(np.linalg.norm(backward)), 1e-9)
+        lifts = towards_camera[None, :] * (self._lash_lift * eye_width)[:, None]
+        centres = rings[:, :, :2].mean(1)[self._lash_eye]
+        ribbons = _lash_ribbons(verts[self._lash_margins], centres, self._lash_width * eye_width, lifts)
+        self._lash_vbo.write(ribbons.astype(np.float32).tobytes())
+        for colour, _, vao in self._lashes:
+            self._flat_prog["color"].value = colour
+            vao.render()
+
+    def _draw_fills(self, verts: np.ndarray, backward: np.ndarray, closed: np.ndarray) -> None:
+        """Mouth interior and eye sockets behind the rings; a closed eye gets a lid-coloured cap.
+
+        The cap hides the pixel cracks where the two closed lid margins meet, so a closed eye
+        never shows specks of eyeball.
+        """
+        for k, (ring, colour, vbo, vao) in enumerate(self._fills):
+            loop = verts[ring]
+            if k == 0:
+                centre = loop.mean(0) + backward * self._mouth_depth
+            elif closed[k - 1]:
+                centre, colour = loop.mean(0), CLOSED_LID
+            else:
+                centre = loop.mean(0) + backward * self._socket_depth
+            vbo.write(np.vstack([loop, centre]).astype(np.float32).tobytes())
+            self._flat_prog["color"].value = colour
+            vao.render()
+
+    def _draw_eyeball(self, state: AvatarState, eye: int, out_scale: np.ndarray) -> None:
+        centre, rotation, px_per_unit = self._fm.eyeball_pose(self.model, state, eye)
+        radius_px = px_per_unit * self.model.eyeball_radius
+        matrix = np.diag(out_scale) @ np.asarray(rotation, np.float64) * radius_px
+        self._eye_prog["eye_centre"].value = tuple(float(v) for v in np.asarray(centre) * out_scale)
+        self._eye_prog["eye_matrix"].write(np.ascontiguousarray(matrix.T, np.float32).tobytes())
+        self._eye_prog["is_disc"].value = False
+        self._eye_vao.render()
+        self._eye_prog["is_disc"].value = True
+        self._disc_vao.render()
+
+    def _vertex_normals(self, verts: np.ndarray) -> np.ndarray:
+        t = self._triangles
+        face_n = np.cross(verts[t[:, 1]] - verts[t[:, 0]], verts[t[:, 2]] - verts[t[:, 0]])
+        normals = self._incidence @ face_n
+        length = np.linalg.norm(normals, axis=1, keepdims=True)
+        return normals / np.maximum(length, 1e-12)

@@ -1,0 +1,615 @@
+"""Relay latency, overload and capacity: Python aiortc patient → server → clinician on loopback.
+
+Three processes per scenario (server, patients, clinicians), clocks compared with the
+system-wide monotonic clock. The patient sends 640x480 at 30 fps from a real-face clip; each
+frame's pts carries a known pseudo-random offset inside its 33 ms slot, so the clinician's
+received pts (RTP keeps pts differences exactly) identify the sent frame whatever the RTP
+origins: latency = clinician receive time − patient capture time, per frame.
+
+Scenarios, all in the same run:
+* stock        — anchor: stock aiortc passthrough (``MediaRelay`` forwarding the patient's track),
+                 stock receivers;
+* stock+marker — the same passthrough with ``rtp_release`` on the server's receiver;
+* mask         — dmask-live's real server (``create_app``: latest-frame relay, marker release,
+                 mask once, masked self-view back to the patient as in a real consult).
+The clinician stand-in releases frames at the marker bit in every scenario, as browsers do.
+
+Masker: the real ``PipelineWorker`` when it can be built (``--masker pipeline``, default when
+available), else ``--masker standin``: a worker thread that sleeps ``--standin-ms`` per frame
+and returns a flat rendering (relay overhead without the pipeline's CPU use).
+
+    python benchmarks/bench_relay.py                      # full run, writes results/relay.{json,md}
+    python benchmarks/bench_relay.py --quick --no-write   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import multiprocessing as mp
+import os
+import platform
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+FPS = 30
+SLOT = 90000 // FPS  # pts ticks per frame at 90 kHz
+SIZE = (640, 480)
+WARMUP_S = 3.0
+
+
+# --------------------------------------------------------------------------- source clip
+def clip_frames(count: int = 90) -> tuple[list[np.ndarray], str]:
+    """640x480 RGB frames of a real face (shared clip if present, else scikit-image's astronaut)."""
+    import cv2
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import shared_data_dir
+
+    def letterbox(rgb):
+        scale = min(SIZE[0] / rgb.shape[1], SIZE[1] / rgb.shape[0])
+        small = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)))
+        out = np.full((SIZE[1], SIZE[0], 3), 40, np.uint8)
+        top, left = (SIZE[1] - small.shape[0]) // 2, (SIZE[0] - small.shape[1]) // 2
+        out[top : top + small.shape[0], left : left + small.shape[1]] = small
+        return out
+
+    data = shared_data_dir()
+    if data is not None:
+        import av
+
+        frames = []
+        with av.open(str(data / "videos" / "d3.mp4")) as container:
+            for frame in container.decode(video=0):
+                frames.append(letterbox(frame.to_ndarray(format="rgb24")))
+                if len(frames) == count:
+                    return frames, "shared d3.mp4"
+    from skimage import data as skdata
+
+    face = letterbox(np.ascontiguousarray(skdata.astronaut()))
+    frames = []
+    for i in range(count):
+        matrix = cv2.getRotationMatrix2D((SIZE[0] / 2, SIZE[1] / 2), 4 * np.sin(i / 8), 1.0)
+        frames.append(cv2.warpAffine(face, matrix, SIZE, borderMode=cv2.BORDER_REPLICATE))
+    return frames, "scikit-image astronaut"
+
+
+def pts_of(index: int) -> int:
+    """Frame ``index``'s pts: its 30 fps slot plus a known offset that makes it identifiable."""
+    return index * SLOT + (index * 7919) % 1000
+
+
+# --------------------------------------------------------------------------- maskers
+class StandinMasker:
+    """A worker thread that spends ``delay_ms`` per frame and returns a flat tracked rendering."""
+
+    def __init__(self, delay_ms: float) -> None:
+        self._delay = delay_ms / 1000.0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="standin-mask")
+
+    def _process(self, image: np.ndarray, timestamp: float):
+        from dmask_live.types import AvatarState, MaskedFrame, OcularMetrics
+
+        time.sleep(self._delay)
+        height, width = image.shape[:2]
+        out = np.empty_like(image)
+        out[:] = (139, 152, 168)
+        out[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] = (200, 170, 150)
+        state = AvatarState(tracked=True, image_size=(width, height), timestamp=timestamp)
+        return MaskedFrame(out, state, OcularMetrics(timestamp, True))
+
+    async def process(self, image, timestamp):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._process, image, timestamp)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+def masker_factory(spec: dict):
+    if spec["kind"] == "pipeline":
+        from dmask_live.pipeline import PipelineWorker
+
+        return PipelineWorker
+    return lambda: StandinMasker(spec["delay_ms"])
+
+
+def pipeline_available() -> str:
+    """'' when the real pipeline builds here, else the reason."""
+    try:
+        from dmask_live.pipeline import PipelineWorker
+
+        async def probe():
+            worker = PipelineWorker()
+            try:
+                await worker.start()
+            finally:
+                await worker.close()
+
+        asyncio.run(probe())
+        return ""
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        return f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- server process
+def server_main(port: int, mode: str, masker: dict, ready) -> None:
+    import logging
+
+    from dmask_live.server import limit_blas_threads
+
+    limit_blas_threads()  # as `dmask-live serve` does
+
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(_serve(port, mode, masker, ready))
+
+
+async def _serve(port: int, mode: str, masker: dict, ready) -> None:
+    from aiohttp import web
+
+    if mode == "mask":
+        from dmask_live.server import REGISTRY_KEY, check_pipeline, create_app
+
+        if masker["kind"] == "pipeline":
+            await check_pipeline()  # as `dmask-live serve` does: build + warm up before serving
+
+        app = create_app(masker_factory(masker))
+
+        async def stats(request):
+            registry = request.app[REGISTRY_KEY]
+            return web.json_response(
+                [c.relay.stats.as_dict(c.relay.dropped) for c in registry.consults.values()]
+            )
+
+        app.router.add_get("/bench/stats", stats)
+    else:
+        app = stock_app(marker=mode == "stock+marker")
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    ready.set()
+    await asyncio.Event().wait()
+
+
+def stock_app(marker: bool):
+    """The anchor: stock aiortc forwarding (MediaRelay) with the same HTTP signalling shape."""
+    import secrets
+
+    from aiohttp import web
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaRelay
+
+    from dmask_live.rtp_release import enable_marker_release
+
+    relay = MediaRelay()
+    consults: dict[str, dict] = {}
+    pcs: set = set()
+
+    async def create(request):
+        token = secrets.token_urlsafe(16)
+        consults[token] = {}
+        links = {"patient_url": f"/p/{token}:p", "clinician_url": f"/c/{token}:c"}
+        return web.json_response(links, status=201)
+
+    async def offer(request):
+        token, role = request.match_info["token"].split(":")
+        consult = consults[token]
+        body = await request.json()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pcs.add(pc)
+        await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], "offer"))
+        video = next(t for t in pc.getTransceivers() if t.kind == "video")
+        if marker:
+            enable_marker_release(video.receiver)
+        if role == "p":
+            consult["source"] = video.receiver.track
+        else:
+            video.sender.replaceTrack(relay.subscribe(consult["source"]))
+            video.direction = "sendonly"
+        await pc.setLocalDescription(await pc.createAnswer())
+        return web.json_response({"type": "answer", "sdp": pc.localDescription.sdp})
+
+    async def stats(request):
+        return web.json_response([])
+
+    app = web.Application()
+    app.router.add_post("/api/consults", create)
+    app.router.add_post("/api/offer/{token}", offer)
+    app.router.add_get("/bench/stats", stats)
+    return app
+
+
+# --------------------------------------------------------------------------- client processes
+async def _join(session, base: str, token: str, pc) -> None:
+    from aiortc import RTCSessionDescription
+
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = {"type": "offer", "sdp": pc.localDescription.sdp}
+    async with session.post(f"{base}/api/offer/{token}", json=offer) as r:
+        body = await r.json()
+        if r.status != 200:
+            raise RuntimeError(f"offer refused: {r.status} {body}")
+    await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
+
+
+def patients_main(base: str, tokens: list[str], duration: float, self_view: bool, out, joined) -> None:
+    out.put(asyncio.run(_patients(base, tokens, duration, self_view, joined)))
+
+
+async def _patients(base, tokens, duration, self_view, joined):
+    import aiohttp
+    import cv2
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+    from av import VideoFrame
+
+    frames, _ = clip_frames()
+    yuv = [cv2.cvtColor(f, cv2.COLOR_RGB2YUV_I420) for f in frames]
+    start = time.monotonic() + 1.0 + 0.5 * len(tokens)
+    sent: list[dict[int, float]] = [dict() for _ in tokens]
+
+    class ClipTrack(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self, log: dict[int, float]) -> None:
+            super().__init__()
+            self._index, self._log = 0, log
+
+        async def recv(self):
+            due = start + self._index / FPS
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            frame = VideoFrame.from_ndarray(yuv[self._index % len(yuv)], format="yuv420p")
+            frame.pts, frame.time_base = pts_of(self._index), fractions.Fraction(1, 90000)
+            self._log[frame.pts] = time.monotonic()
+            self._index += 1
+            return frame
+
+    async def drain(track):
+        try:
+            while True:
+                await track.recv()
+        except MediaStreamError:
+            pass
+
+    pcs, drains = [], []
+    async with aiohttp.ClientSession() as session:
+        for token, log in zip(tokens, sent, strict=True):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            transceiver = pc.addTransceiver(ClipTrack(log), direction="sendrecv" if self_view else "sendonly")
+            await _join(session, base, token, pc)
+            if self_view:
+                drains.append(asyncio.ensure_future(drain(transceiver.receiver.track)))
+            pcs.append(pc)
+        joined.set()
+        await asyncio.sleep(max(0.0, start + duration + 1.5 - time.monotonic()))
+    for pc in pcs:
+        await pc.close()
+    for task in drains:
+        task.cancel()
+    return sent
+
+
+def clinicians_main(base: str, tokens: list[str], duration: float, out) -> None:
+    out.put(asyncio.run(_clinicians(base, tokens, duration)))
+
+
+async def _clinicians(base, tokens, duration):
+    import aiohttp
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.mediastreams import MediaStreamError
+
+    from dmask_live.rtp_release import enable_marker_release
+
+    received: list[list[tuple[int, float]]] = [[] for _ in tokens]
+
+    async def read(track, log):
+        try:
+            while True:
+                frame = await track.recv()
+                log.append((frame.pts, time.monotonic()))
+        except MediaStreamError:
+            pass
+
+    pcs, readers = [], []
+    async with aiohttp.ClientSession() as session:
+        for token, log in zip(tokens, received, strict=True):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            transceiver = pc.addTransceiver("video", direction="recvonly")
+            enable_marker_release(transceiver.receiver)  # browsers release complete frames at once
+            await _join(session, base, token, pc)
+            readers.append(asyncio.ensure_future(read(transceiver.receiver.track, log)))
+            pcs.append(pc)
+        await asyncio.sleep(duration + 1.0)
+    for pc in pcs:
+        await pc.close()
+    for task in readers:
+        task.cancel()
+    return received
+
+
+# --------------------------------------------------------------------------- analysis
+PTS_TOLERANCE = 12  # ticks: the VP8 decoder's time-base rounding moves pts by a few ticks per hop
+
+
+def match_latencies(sent: dict[int, float], received: list[tuple[int, float]]) -> list[tuple[float, float]]:
+    """(capture time, latency s) per received frame; the unknown RTP pts origin is found by matching."""
+    if not received:
+        return []
+    sent_pts = np.array(sorted(sent))
+
+    def nearest(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = np.clip(np.searchsorted(sent_pts, values), 1, len(sent_pts) - 1)
+        left, right = sent_pts[index - 1], sent_pts[index]
+        best = np.where(np.abs(values - left) <= np.abs(values - right), left, right)
+        return best, np.abs(values - best) <= PTS_TOLERANCE
+
+    probe = np.array([pts for pts, _ in received[:40]])
+    offsets = sent_pts - probe[0]
+    hits = [int(nearest(probe + offset)[1].sum()) for offset in offsets]
+    best = int(np.argmax(hits))
+    if hits[best] < 0.8 * len(probe):
+        raise RuntimeError(f"could not align received frames ({hits[best]}/{len(probe)})")
+    matched, ok = nearest(np.array([pts for pts, _ in received]) + offsets[best])
+    pairs = zip(received, matched, ok, strict=True)
+    return [(sent[int(m)], t - sent[int(m)]) for (_, t), m, good in pairs if good]
+
+
+def summarise(latencies: list[tuple[float, float]], start: float, duration: float) -> dict:
+    kept = [(c, lat) for c, lat in latencies if c >= start + WARMUP_S]
+    values = np.array([lat for _, lat in kept]) * 1000.0
+    if values.size == 0:
+        return {"frames": 0}
+    captures = np.array([c for c, _ in kept])
+    thirds = np.array_split(values, 3)
+    return {
+        "frames": int(values.size),
+        "fps": round(values.size / max(1e-6, captures.max() - captures.min()), 1),
+        "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p95_ms": round(float(np.percentile(values, 95)), 1),
+        "max_ms": round(float(values.max()), 1),
+        "p95_by_third_ms": [round(float(np.percentile(t, 95)), 1) for t in thirds if t.size],
+    }
+
+
+# --------------------------------------------------------------------------- scenario runner
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dict:
+    import urllib.request
+
+    ctx = mp.get_context("spawn")
+    load_before = os.getloadavg()[0]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    ready = ctx.Event()
+    server = ctx.Process(target=server_main, args=(port, mode, masker, ready), daemon=True)
+    server.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("server did not start")
+        patients, clinicians = [], []
+        for _ in range(consults):
+            request = urllib.request.Request(f"{base}/api/consults", data=b"{}", method="POST")
+            with urllib.request.urlopen(request) as response:
+                links = json.loads(response.read())
+            patients.append(links["patient_url"].rsplit("/", 1)[1])
+            clinicians.append(links["clinician_url"].rsplit("/", 1)[1])
+        patient_out, clinician_out, joined = ctx.Queue(), ctx.Queue(), ctx.Event()
+        patient_proc = ctx.Process(
+            target=patients_main, args=(base, patients, duration, mode == "mask", patient_out, joined),
+            daemon=True,
+        )
+        patient_proc.start()
+        if not joined.wait(60):  # patients join first (the stock anchor needs the source track)
+            raise RuntimeError("patients did not join")
+        clinician_proc = ctx.Process(target=clinicians_main, args=(base, clinicians, duration, clinician_out))
+        clinician_proc.start()
+        received = clinician_out.get(timeout=duration + 120)
+        sent = patient_out.get(timeout=60)
+        with urllib.request.urlopen(f"{base}/bench/stats") as response:
+            server_stats = json.loads(response.read())
+        patient_proc.join(10)
+        clinician_proc.join(10)
+    finally:
+        server.terminate()
+        server.join(10)
+    per_consult = []
+    for i in range(consults):
+        start = min(sent[i].values())
+        per_consult.append(summarise(match_latencies(sent[i], received[i]), start, duration))
+    all_lat = []
+    for i in range(consults):
+        all_lat += [lat for _, lat in match_latencies(sent[i], received[i])]
+    result = {"mode": mode, "consults": consults, "duration_s": duration, "per_consult": per_consult}
+    result["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    p95s = [c.get("p95_ms", float("inf")) for c in per_consult]
+    result["worst_p95_ms"] = max(p95s)
+    result["server"] = server_stats
+    return result
+
+
+# --------------------------------------------------------------------------- report
+def machine() -> dict:
+    import aiortc
+    import av
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": mp.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "aiortc": aiortc.__version__,
+        "av": av.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def write_report(report: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "relay.json").write_text(json.dumps(report, indent=2) + "\n")
+    m = report["machine"]
+    lines = [
+        "# Relay benchmark (patient → server → clinician, Python aiortc on loopback)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}, aiortc {m['aiortc']}, "
+        f"PyAV {m['av']}, numpy {m['numpy']}. Shared machine: other jobs ran at the same time.",
+        "",
+        f"Command: `{report['command']}`. Source: 640x480 @ {FPS} fps VP8 from {report['clip']}; "
+        f"masker: {report['masker_label']}. First {WARMUP_S:.0f} s of each run discarded. Latency = "
+        "clinician frame decoded − patient frame captured (same monotonic clock).",
+        "",
+        "## Latency (1 consult)",
+        "",
+        "| scenario | frames | fps at clinician | p50 ms | p95 ms | max ms | p95 / stock p50 "
+        "| load avg before→after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    anchor = report["latency"]["stock"]["per_consult"][0].get("p50_ms")
+    for name, result in report["latency"].items():
+        c = result["per_consult"][0]
+        ratio = c["p95_ms"] / anchor if anchor else float("nan")
+        lines.append(
+            f"| {name} | {c['frames']} | {c['fps']} | {c['p50_ms']} | {c['p95_ms']} | {c['max_ms']} "
+            f"| {ratio:.2f} | {result['load_avg_1min'][0]}→{result['load_avg_1min'][1]} |"
+        )
+    mask = report["latency"]["mask"]["per_consult"][0]
+    verdict = "meets" if mask["p95_ms"] <= anchor else "misses"
+    goal = f"Goal masking p95 ≤ stock passthrough p50: **{verdict}** ({mask['p95_ms']} vs {anchor} ms)."
+    lines += ["", goal, ""]
+    over = report["overload"]
+    oc = over["per_consult"][0]
+    server = over["server"][0] if over["server"] else {}
+    interval = 1000.0 / FPS
+    lines += [
+        f"## Overload (masker {over['masker_ms']:.0f} ms per frame = 2 × frame interval, "
+        f"{over['duration_s']:.0f} s)",
+        "",
+        f"p50 {oc['p50_ms']} ms, p95 {oc['p95_ms']} ms (goal < 3 intervals = {3 * interval:.0f} ms: "
+        f"**{'meets' if oc['p95_ms'] < 3 * interval else 'misses'}**), max {oc['max_ms']} ms, "
+        f"clinician {oc['fps']} fps. p95 by third of the run: {oc['p95_by_third_ms']} ms "
+        "(no growth = no queue). "
+        f"Server counts: {server}. Load average {over['load_avg_1min'][0]}→{over['load_avg_1min'][1]}.",
+        "",
+        f"## Capacity (simultaneous {FPS} fps consults, p95 < 100 ms each)",
+        "",
+        "| consults | worst p95 ms | fps per clinician (min) | server dropped (sum) | load avg |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for result in report["capacity"]["runs"]:
+        fps_min = min(c.get("fps", 0) for c in result["per_consult"])
+        dropped = sum(s.get("dropped", 0) for s in result["server"])
+        load = result["load_avg_1min"]
+        lines.append(
+            f"| {result['consults']} | {result['worst_p95_ms']} | {fps_min} | {dropped} "
+            f"| {load[0]}→{load[1]} |"
+        )
+    lines += [
+        "",
+        f"Capacity: **{report['capacity']['max_consults']}** consult(s) with p95 < 100 ms "
+        f"({report['capacity']['note']}).",
+        "",
+        "Timings on a shared 2-core machine are noisy (other engineers' jobs ran too: see the load "
+        "averages, 2.0 = both cores busy); compare against the stock anchor of the same run. "
+        "`masker_ms`/`relay_ms` in the server counts are moving averages of the masker alone and of "
+        "frame arrival → masked frame out (so the relay's own share is their difference).",
+    ]
+    (RESULTS / "relay.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--masker", choices=("auto", "pipeline", "standin"), default="auto")
+    parser.add_argument("--standin-ms", type=float, default=20.0, help="stand-in masking time per frame")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per latency scenario")
+    parser.add_argument("--overload-duration", type=float, default=120.0)
+    parser.add_argument("--capacity-duration", type=float, default=15.0)
+    parser.add_argument("--max-capacity", type=int, default=6)
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--skip", nargs="*", default=[], choices=("overload", "capacity"))
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.overload_duration, args.capacity_duration, args.max_capacity = 8, 10, 8, 2
+
+    reason = "" if args.masker == "standin" else pipeline_available()
+    if args.masker == "pipeline" and reason:
+        print(f"pipeline unavailable: {reason}", file=sys.stderr)
+        return 1
+    if reason or args.masker == "standin":
+        masker = {"kind": "standin", "delay_ms": args.standin_ms}
+        label = f"stand-in worker thread sleeping {args.standin_ms:.0f} ms/frame" + (
+            f" (real pipeline unavailable: {reason})" if reason else ""
+        )
+    else:
+        masker = {"kind": "pipeline"}
+        label = "real PipelineWorker (landmarks + tracker + renderer)"
+    print("masker:", label, flush=True)
+    report = {
+        "machine": machine(),
+        "command": "python benchmarks/bench_relay.py " + " ".join(sys.argv[1:]),
+        "clip": clip_frames(1)[1],
+        "masker": masker,
+        "masker_label": label,
+        "latency": {},
+    }
+    for mode in ("stock", "stock+marker", "mask"):
+        result = run_scenario(mode, masker, 1, args.duration)
+        report["latency"][mode] = result
+        print(mode, result["per_consult"][0], flush=True)
+
+    if "overload" not in args.skip:
+        slow = {"kind": "standin", "delay_ms": 2000.0 / FPS}
+        result = run_scenario("mask", slow, 1, args.overload_duration)
+        result["masker_ms"] = slow["delay_ms"]
+        report["overload"] = result
+        print("overload", result["per_consult"][0], result["server"], flush=True)
+
+    if "capacity" not in args.skip:
+        runs, best = [], 0
+        for n in range(1, args.max_capacity + 1):
+            result = run_scenario("mask", masker, n, args.capacity_duration)
+            runs.append(result)
+            print("capacity", n, result["worst_p95_ms"], flush=True)
+            if result["worst_p95_ms"] >= 100.0:
+                break
+            best = n
+        note = (
+            "server, patients and clinicians share the same 2 cores, so this is a lower bound for the "
+            "server alone; "
+            + ("masker = real pipeline" if masker["kind"] == "pipeline" else "stand-in masker uses no CPU")
+        )
+        report["capacity"] = {"runs": runs, "max_consults": best, "note": note}
+
+    if not args.no_write and "overload" in report and "capacity" in report:
+        write_report(report)
+        print(f"wrote {RESULTS / 'relay.md'}")
+    else:
+        print(json.dumps(report, indent=1)[:4000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

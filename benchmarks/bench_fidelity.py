@@ -254,6 +254,8 @@ def rendered_gaze_check() -> dict:
     the projected disc's) are scored, since a centroid of a partly hidden disc is not its centre. The error in
     pixels is also given as the eyeball rotation it corresponds to (pixels / (scale * radius)).
     """
+    from scipy.ndimage import binary_fill_holes
+
     model = fm.load_face_model()
     errors_px, errors_deg = [], []
     with AvatarRenderer(*SIZE) as renderer:
@@ -271,6 +273,8 @@ def rendered_gaze_check() -> dict:
                         x1, y1 = (centre + 2 * radius).astype(int)
                         region = image[y0:y1, x0:x1]
                         mask = (region[..., 2] > region[..., 0] + 25) | (region.max(-1) < 40)
+                        # The corneal highlight lies on the iris/pupil: count it as iris (fill holes).
+                        mask = binary_fill_holes(mask)
                         _, rotation, _ = fm.eyeball_pose(model, state, eye)
                         facing = abs(float((np.asarray(rotation) @ np.array([0.0, 0.0, -1.0]))[2]))
                         if not 0.97 <= mask.sum() / (np.pi * radius ** 2 * facing) <= 1.03:
@@ -284,6 +288,76 @@ def rendered_gaze_check() -> dict:
             "iris_centre_error_px_median": r(np.median(errors_px)),
             "iris_centre_error_px_max": r(np.max(errors_px)),
             "as_rotation_deg_median": r(np.median(errors_deg)), "as_rotation_deg_max": r(np.max(errors_deg))}
+
+
+# --------------------------------------------------------------------------- what the networks see
+def network_eye_check(tracking: Tracking) -> dict:
+    """Landmark networks on single rendered frames vs. the model's exact points (no tracker).
+
+    Iris: head straight, both eyes turned by the same yaw, the frame as rendered and mirrored (the
+    mirrored eye crop of the iris network must not add a bias). Reported per eye: the iris-centre
+    x error at yaw 0 (px, + = toward the nose) and the slope of detected over true iris displacement
+    for nasal and temporal turns (1 = exact). Lids: upper/lower margin y error (px, + = down) of the
+    iris model's contour (5 middle points) at upper-lid openness 1.0 / 0.6 / 0.35.
+    """
+    model = fm.load_face_model()
+    landmarker = tracking.landmarker
+
+    def detect(image):
+        landmarker.reset()
+        landmarker.process(image)
+        return landmarker.process(image)
+
+    def flip(points):
+        out = np.array(points[::-1], np.float64)  # eyes swap sides in a mirrored image
+        out[..., 0] = SIZE[0] - out[..., 0]
+        return out
+
+    out: dict = {}
+    with AvatarRenderer(*SIZE) as renderer:
+        centre = base_state(0.0, head_pose_deg=[0.0, 0.0, 0.0])
+        _, _, iris0 = fm.landmarks_from_state(model, centre)
+        for mirrored in (False, True):
+            rows = {eye: {"bias": [], "nasal": [], "temporal": []} for eye in range(2)}
+            for yaw in (-20.0, -10.0, 0.0, 10.0, 20.0):
+                state = dataclasses.replace(centre, gaze_deg=gaze((yaw, 0.0), (yaw, 0.0)))
+                image = renderer.render(state)
+                _, _, truth = fm.landmarks_from_state(model, state)
+                base = iris0
+                if mirrored:
+                    image, truth, base = np.ascontiguousarray(image[:, ::-1]), flip(truth), flip(iris0)
+                found = detect(image)
+                for eye in range(2):
+                    # Image-left eye: the nose is toward +x; image-right eye: toward -x.
+                    nasal_sign = 1.0 if eye == 0 else -1.0
+                    true_dx = truth[eye, 0, 0] - base[eye, 0, 0]
+                    found_dx = found.iris[eye, 0, 0] - base[eye, 0, 0]
+                    if yaw == 0.0:
+                        rows[eye]["bias"].append(nasal_sign * (found_dx - true_dx))
+                    else:
+                        side = "nasal" if nasal_sign * true_dx > 0 else "temporal"
+                        rows[eye][side].append(found_dx / true_dx)
+            key = "mirrored" if mirrored else "as_rendered"
+            out[key] = {f"image_{'left' if eye == 0 else 'right'}_eye": {
+                "iris_bias_px_nasal": r(np.mean(v["bias"])), "slope_nasal": r(np.mean(v["nasal"]), 3),
+                "slope_temporal": r(np.mean(v["temporal"]), 3)} for eye, v in rows.items()}
+        lids = {}
+        for openness in (1.0, 0.6, 0.35):
+            lids_state = np.array([[openness, 1.0], [openness, 1.0]], np.float32)
+            state = dataclasses.replace(centre, eyelids=lids_state)
+            _, contours, _ = fm.landmarks_from_state(model, state)
+            found = detect(renderer.render(state))
+            upper = found.eye_contours[:, 10:15, 1] - contours[:, 10:15, 1]
+            lower = found.eye_contours[:, 2:7, 1] - contours[:, 2:7, 1]
+            lids[str(openness)] = {"upper_px": r(upper.mean()), "lower_px": r(lower.mean())}
+        out["lid_margin_error"] = lids
+        _, contours, _ = fm.landmarks_from_state(model, centre)
+        found = detect(renderer.render(centre))
+        corners = (found.eye_contours[:, [0, 8], 0] - contours[:, [0, 8], 0]) * np.array([[1.0], [-1.0]])
+        out["eye_corner_error_px_nasal"] = {"outer": r(corners[:, 0].mean()),
+                                            "inner": r(corners[:, 1].mean())}
+    out["iris_radius_px"] = r(float(np.linalg.norm(iris0[0, 1, :2] - iris0[0, 0, :2])))
+    return out
 
 
 # --------------------------------------------------------------------------- real clips
@@ -362,6 +436,26 @@ def plot(traces: dict, path: Path) -> bool:
     return True
 
 
+def network_lines(check: dict) -> list[str]:
+    lines = [
+        "Iris centre from the iris network vs. the model's, both eyes turned together (yaw −20…+20°, head "
+        "straight): bias at yaw 0 (px, + = toward the nose) and detected/true displacement (1 = exact).", "",
+        "| frame | eye | bias at 0° (px) | slope nasal | slope temporal |", "| --- | --- | --- | --- | --- |",
+    ]
+    for frame in ("as_rendered", "mirrored"):
+        for eye, v in check[frame].items():
+            lines.append(f"| {frame} | {eye} | {v['iris_bias_px_nasal']} | {v['slope_nasal']} | "
+                         f"{v['slope_temporal']} |")
+    lids = ", ".join(f"{k}: upper {v['upper_px']}, lower {v['lower_px']}"
+                     for k, v in check["lid_margin_error"].items())
+    corners = check["eye_corner_error_px_nasal"]
+    lines += ["", "Lid margins from the iris network's contour vs. the model's (px, + = down), by upper-lid "
+              f"openness: {lids}. Eye corners (px, + = toward the nose): outer {corners['outer']}, "
+              f"inner {corners['inner']}. Iris radius {check['iris_radius_px']} px "
+              "(1 px ≈ 3° of eye rotation at this size)."]
+    return lines
+
+
 def write_markdown(path: Path, result: dict) -> None:
     m = result["machine"]
     syn = result["synthetic"]
@@ -376,6 +470,8 @@ def write_markdown(path: Path, result: dict) -> None:
         f"{result['rendered_iris']['iris_centre_error_px_max']} px) from the model's iris centre, i.e. "
         f"{result['rendered_iris']['as_rotation_deg_median']}° of eye rotation (max "
         f"{result['rendered_iris']['as_rotation_deg_max']}°).", "",
+        "## What the landmark networks read from the avatar (single frames, no tracker)", "",
+        *network_lines(result["network_eye_check"]), "",
         "## Known-truth signs (avatar rendered with the truth, tracked back)", "",
         "| sign | truth | recovered | tracked | gaze RMS err (deg) | lid RMS err "
         "| head yaw/pitch/roll RMS err (deg) |",
@@ -443,6 +539,8 @@ def main() -> int:
     tracking = Tracking()
     rendered = rendered_gaze_check()
     print(f"rendered iris check: {rendered}", file=sys.stderr)
+    networks = network_eye_check(tracking)
+    print(f"network eye check: {networks}", file=sys.stderr)
     synthetic_results, traces = synthetic(tracking)
     clips = None
     if not args.no_clips and (SHARED / "videos").is_dir():
@@ -456,6 +554,7 @@ def main() -> int:
         "command": "python benchmarks/bench_fidelity.py " + " ".join(sys.argv[1:]),
         "machine": machine(gl),
         "rendered_iris": rendered,
+        "network_eye_check": networks,
         "synthetic": synthetic_results,
         "clip_frames": args.clip_frames,
         "clips": clips,

@@ -38,7 +38,10 @@ UPPER_LASH = (0.16, 0.11, 0.10)
 LOWER_LASH = (0.50, 0.36, 0.32)
 # Lash-line width as a fraction of the eye's corner-to-corner width. Real lids have a dark lash
 # line; without it a closed eye is featureless skin and landmark networks see it as open.
-UPPER_LASH_WIDTH = 0.075
+# Measured with the landmark networks: the iris model puts the upper lid margin up into a dark band
+# above the eye, so a wider lash line reads as a higher lid (a ptosis looks milder; at openness 0.6
+# the margin read 2.0 px high with 0.075, 1.6 px with 0.05). 0.05 still makes blinks readable.
+UPPER_LASH_WIDTH = 0.05
 LOWER_LASH_WIDTH = 0.03
 CLOSED_OPENNESS = 0.04  # both lids of an eye below this openness: the eye is closed
 GLYPH: Colour = (112, 120, 132)  # "face not found" outline
@@ -55,8 +58,11 @@ _LIPS = (
 
 # Eyeball local frame: +z points away from the camera (image convention), so the cornea is at -z.
 EYE_FORWARD_LOCAL = np.array([0.0, 0.0, -1.0])
-# Light direction (toward the light) in image space: from the camera, a little up-left.
-_LIGHT = np.array([-0.35, -0.45, -0.82])
+# Light direction (toward the light) in image space: near the camera and a little above, like the
+# screen a telemedicine patient faces. A strong side/top light puts shading on the canonical face
+# that the landmark networks read as head pose (measured: ~1° yaw and ~1° more pitch bias with the
+# earlier up-left light (-0.35, -0.45, -0.82)), so the light stays close to the view axis.
+_LIGHT = np.array([-0.1, -0.2, -1.0])
 _LIGHT = tuple(float(v) for v in _LIGHT / np.linalg.norm(_LIGHT))
 
 def create_context():

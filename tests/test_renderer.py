@@ -149,6 +149,25 @@ def test_closed_lids_cover_the_eyeball(renderer):
         assert (closed_img[box].astype(int).max(-1) < 70).sum() > 20
 
 
+@pytest.mark.parametrize("openness", [1.0, 0.45])
+def test_upper_lid_covers_the_eye_down_to_its_margin(renderer, openness):
+    """Above the model's upper margin no eyeball shows (a drooping lid reads as drooping), the dark
+    lash line sits on the margin, and the eye starts right below it (no skin or socket gap)."""
+    state = frontal(eyelids=[[openness, 1.0], [openness, 1.0]])
+    image = renderer.render(state).astype(int)
+    model = fm.load_face_model()
+    verts = fm.posed_vertices(model, state)
+    for eye in (0, 1):
+        top = verts[model.eye_ring[eye][12]]  # the upper margin's middle
+        x, margin_row = int(top[0]), int(np.floor(top[1]))
+        column = image[margin_row - 8 : margin_row + 6, x]
+        rows = np.arange(margin_row - 8, margin_row + 6)
+        eyeball = iris_mask(column) | sclera_mask(column)
+        assert not eyeball[rows < top[1] - 0.5].any()
+        assert column[rows == margin_row].max() < 70  # the lash line on the margin
+        assert eyeball[(rows > top[1]) & (rows <= top[1] + 3)].any()
+
+
 def test_one_lid_closing_is_per_eye(renderer):
     """A wink (or unilateral ptosis) closes one eye only."""
     state = frontal(eyelids=[[0.0, 0.0], [1.0, 1.0]])

@@ -1,0 +1,242 @@
+"""The canonical, identity-free face model: one mean face, expression and eyelid deformations, eyeballs.
+
+Model space (units: centimetres; the neutral inter-pupillary distance is 6.3 cm):
+
+* x toward the patient's left (image right when frontal), y down, z away from the camera
+  (the nose tip has the smallest z). Origin: centroid of the 468 neutral mesh vertices.
+* The first 468 vertices are MediaPipe FaceMesh points in MediaPipe order; no other vertices
+  exist in this version, so ``V == 468``.
+* Triangles are wound so that ``cross(v1 - v0, v2 - v0)`` points toward the camera (-z) on the
+  front of the face. Eye openings and the mouth are holes bounded by ``eye_ring`` / ``mouth_ring``.
+
+Expressions are identity-free (learned from offsets of each clip's frames to that clip's own
+neutral): the first components are face motion with the eye region masked out, the last 4 are
+eye-region shape (lid and brow shape, e.g. with gaze) made orthogonal to the lid motion, so
+opening and closing the eyes is only ever done by ``eyelids``. Coefficients have unit variance.
+
+Deformation (``model_vertices``)::
+
+    X = vertices + sum_k expression[k] * expression_basis[k]
+                 + sum_{eye, lid} (1 - eyelids[eye, lid]) * eyelid_basis[eye, lid]
+
+Camera (``posed_vertices``), weak perspective as in :mod:`dmask_live.types`::
+
+    image_xy = scale * (R @ X)[:2] + translation,   image_z = scale * (R @ X)[2]
+
+with ``R = rotation_matrix(head_pose_deg)``. Eyeballs are spheres of ``eyeball_radius`` around
+``eyeball_centers``; in the eyeball's own frame (before gaze rotation) the pupil looks along -z,
+the iris is the disc of ``iris_radius`` at depth ``-iris_depth`` from the centre.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dmask_live.types import AvatarState
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "assets" / "face_model.npz"
+
+# MediaPipe mesh indices of the lid margin loops (iris-model eye contour points 0..15):
+# lower margin from the outer to the inner corner, then the upper margin back (eye 0 = OD).
+EYE_RING_INDICES = np.array(
+    [
+        [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246],
+        [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466],
+    ],
+    dtype=np.int32,
+)
+# Inner lip loop (the mouth opening), MediaPipe mesh indices.
+MOUTH_RING_INDICES = np.array(
+    [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191],
+    dtype=np.int32,
+)
+# The iris model's 71 eye-contour points as MediaPipe mesh indices (MediaPipe's
+# update_face_landmarks_calculator), per eye, eye 0 = OD.
+EYE_CONTOUR_MESH_INDICES = np.array(
+    [
+        [33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173,
+         130, 25, 110, 24, 23, 22, 26, 112, 243, 247, 30, 29, 27, 28, 56, 190,
+         226, 31, 228, 229, 230, 231, 232, 233, 244, 113, 225, 224, 223, 222, 221, 189,
+         35, 124, 46, 53, 52, 65, 143, 111, 117, 118, 119, 120, 121, 128, 245,
+         156, 70, 63, 105, 66, 107, 55, 193],
+        [263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398,
+         359, 255, 339, 254, 253, 252, 256, 341, 463, 467, 260, 259, 257, 258, 286, 414,
+         446, 261, 448, 449, 450, 451, 452, 453, 464, 342, 445, 444, 443, 442, 441, 413,
+         265, 353, 276, 283, 282, 295, 372, 340, 346, 347, 348, 349, 350, 357, 465,
+         383, 300, 293, 334, 296, 336, 285, 417],
+    ],
+    dtype=np.int32,
+)  # fmt: skip
+# In FaceLandmarks.points: rows 468..472 are OD's iris (centre, then 4 boundary points),
+# rows 473..477 OS's iris. Boundary order in the image: +x, -y, -x, +y around the centre.
+IRIS_POINT_ROWS = np.array([[468, 469, 470, 471, 472], [473, 474, 475, 476, 477]], dtype=np.int32)
+IRIS_BOUNDARY_DIRECTIONS = np.array([[1.0, 0.0], [0.0, -1.0], [-1.0, 0.0], [0.0, 1.0]])
+
+
+def canonical_iris_order(mesh_xy: np.ndarray, iris: np.ndarray) -> np.ndarray:
+    """Iris points (2,5,C) reordered to centre, +x, -y, -x, +y in the face's own axes.
+
+    Landmark sources disagree on the boundary order of the mirrored eye; the face's x axis
+    (OD outer corner → OS outer corner) makes the order unambiguous up to ±90° of roll.
+    """
+    axis_x = np.asarray(mesh_xy[263, :2], np.float64) - np.asarray(mesh_xy[33, :2], np.float64)
+    axis_x /= max(float(np.linalg.norm(axis_x)), 1e-9)
+    axis_y = np.array([-axis_x[1], axis_x[0]])
+    out = np.array(iris, copy=True)
+    for eye in range(2):
+        offsets = np.asarray(iris[eye, 1:, :2], np.float64) - np.asarray(iris[eye, 0, :2], np.float64)
+        along_x, along_y = offsets @ axis_x, offsets @ axis_y
+        order = [
+            int(np.argmax(along_x)),
+            int(np.argmin(along_y)),
+            int(np.argmin(along_x)),
+            int(np.argmax(along_y)),
+        ]
+        if len(set(order)) == 4:
+            out[eye, 1:] = iris[eye, 1:][order]
+    return out
+
+
+@dataclass(frozen=True)
+class FaceModel:
+    vertices: np.ndarray  # (V,3) float32 canonical neutral, model units; first 468 = MediaPipe mesh points
+    triangles: np.ndarray  # (T,3) int32 skin triangles (eyes and mouth open)
+    expression_basis: np.ndarray  # (K,V,3); coefficients have unit variance over the training clips
+    eyelid_basis: np.ndarray  # (2 eyes, 2 lids [upper, lower], V, 3): applied as (1 - openness) * basis
+    eye_ring: np.ndarray  # (2, n) vertex indices of the lid margin loop per eye (to close/cap openings)
+    mouth_ring: np.ndarray  # (m,) vertex indices of the inner lip loop (renderer fills the mouth interior)
+    eyeball_centers: np.ndarray  # (2,3) model units
+    eyeball_radius: float
+    iris_radius: float
+    pupil_radius: float
+    version: str
+    iris_depth: float = 1.0  # distance from the eyeball centre to the iris plane, model units
+    units: str = "cm"
+
+    @property
+    def num_expressions(self) -> int:
+        return int(self.expression_basis.shape[0])
+
+
+def load_face_model(path: str | Path | None = None) -> FaceModel:
+    """Load (and cache) the face model; default: the asset packaged with dmask_live."""
+    return _load_cached(str(Path(path).resolve()) if path is not None else str(DEFAULT_MODEL_PATH))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str) -> FaceModel:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    model = FaceModel(
+        vertices=arrays["vertices"].astype(np.float32),
+        triangles=arrays["triangles"].astype(np.int32),
+        expression_basis=arrays["expression_basis"].astype(np.float32),
+        eyelid_basis=arrays["eyelid_basis"].astype(np.float32),
+        eye_ring=arrays["eye_ring"].astype(np.int32),
+        mouth_ring=arrays["mouth_ring"].astype(np.int32),
+        eyeball_centers=arrays["eyeball_centers"].astype(np.float32),
+        eyeball_radius=float(arrays["eyeball_radius"]),
+        iris_radius=float(arrays["iris_radius"]),
+        pupil_radius=float(arrays["pupil_radius"]),
+        version=str(arrays["version"]),
+        iris_depth=float(arrays["iris_depth"]),
+        units=str(arrays["units"]),
+    )
+    for array in (model.vertices, model.triangles, model.expression_basis, model.eyelid_basis):
+        array.setflags(write=False)
+    return model
+
+
+def _yaw_pitch_roll_matrices(yaw: float, pitch: float, roll: float) -> tuple[np.ndarray, ...]:
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    cr, sr = np.cos(roll), np.sin(roll)
+    # Yaw turns the face's forward direction (-z) toward +x, pitch toward -y (up),
+    # roll turns the head's up direction (-y) toward +x.
+    yaw_m = np.array([[cy, 0.0, -sy], [0.0, 1.0, 0.0], [sy, 0.0, cy]])
+    pitch_m = np.array([[1.0, 0.0, 0.0], [0.0, cp, sp], [0.0, -sp, cp]])
+    roll_m = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
+    return yaw_m, pitch_m, roll_m
+
+
+def rotation_matrix(head_pose_deg) -> np.ndarray:
+    """(3,3) model→camera rotation ``R = Yaw @ Pitch @ Roll`` from (yaw, pitch, roll) in degrees."""
+    yaw, pitch, roll = np.radians(np.asarray(head_pose_deg, dtype=np.float64).reshape(3))
+    yaw_m, pitch_m, roll_m = _yaw_pitch_roll_matrices(yaw, pitch, roll)
+    return yaw_m @ pitch_m @ roll_m
+
+
+def euler_from_rotation(rotation: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rotation_matrix`: (yaw, pitch, roll) in degrees."""
+    r = np.asarray(rotation, dtype=np.float64)
+    pitch = np.arcsin(np.clip(r[1, 2], -1.0, 1.0))
+    roll = np.arctan2(r[1, 0], r[1, 1])
+    yaw = np.arctan2(-r[0, 2], r[2, 2])
+    return np.degrees(np.array([yaw, pitch, roll]))
+
+
+def gaze_rotation(gaze_deg) -> np.ndarray:
+    """(3,3) eyeball rotation relative to the head from (yaw, pitch) in degrees (same signs as head)."""
+    yaw, pitch = np.radians(np.asarray(gaze_deg, dtype=np.float64).reshape(2))
+    yaw_m, pitch_m, _ = _yaw_pitch_roll_matrices(yaw, pitch, 0.0)
+    return yaw_m @ pitch_m
+
+
+def model_vertices(model: FaceModel, state: AvatarState) -> np.ndarray:
+    """(V,3) deformed vertices in model space (expression and eyelids applied, no pose)."""
+    out = model.vertices.astype(np.float64)
+    expression = np.asarray(state.expression, dtype=np.float64).reshape(-1)
+    count = min(expression.size, model.num_expressions)
+    if count:
+        out = out + np.tensordot(expression[:count], model.expression_basis[:count], axes=1)
+    closing = 1.0 - np.asarray(state.eyelids, dtype=np.float64).reshape(2, 2)
+    out = out + np.tensordot(closing, model.eyelid_basis, axes=([0, 1], [0, 1]))
+    return out
+
+
+def project(points_model: np.ndarray, state: AvatarState) -> np.ndarray:
+    """Weak-perspective projection of model-space points (N,3) to image space (N,3)."""
+    rotated = np.asarray(points_model, dtype=np.float64) @ rotation_matrix(state.head_pose_deg).T
+    out = float(state.scale) * rotated
+    out[:, :2] += np.asarray(state.translation, dtype=np.float64).reshape(2)
+    return out
+
+
+def posed_vertices(model: FaceModel, state: AvatarState) -> np.ndarray:
+    """(V,3) vertices in image space: x, y in pixels, z in the same pixel scale."""
+    return project(model_vertices(model, state), state)
+
+
+def eyeball_pose(model: FaceModel, state: AvatarState, eye: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centre (3,) in image space, rotation (3,3) eyeball-local→image (head and gaze), scale px/unit."""
+    head = rotation_matrix(state.head_pose_deg)
+    centre = project(model.eyeball_centers[eye][None, :], state)[0]
+    rotation = head @ gaze_rotation(np.asarray(state.gaze_deg, dtype=np.float64).reshape(2, 2)[eye])
+    return centre, rotation, float(state.scale)
+
+
+def iris_points_model(model: FaceModel, gaze_deg, eye: int, centre: np.ndarray | None = None) -> np.ndarray:
+    """(5,3) iris centre and 4 boundary points (+x, -y, -x, +y order) in model space for one eye."""
+    local = np.zeros((5, 3))
+    local[:, 2] = -model.iris_depth
+    local[1:, :2] = model.iris_radius * IRIS_BOUNDARY_DIRECTIONS
+    base = model.eyeball_centers[eye] if centre is None else centre
+    return base + local @ gaze_rotation(gaze_deg).T
+
+
+def landmarks_from_state(model: FaceModel, state: AvatarState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic landmarks of the avatar: (478,3) points, (2,71,3) eye contours, (2,5,3) iris.
+
+    Used by tests and by re-tracking checks: what a perfect landmark detector would report
+    on the rendered avatar.
+    """
+    mesh = posed_vertices(model, state)[:468]
+    gaze = np.asarray(state.gaze_deg, dtype=np.float64).reshape(2, 2)
+    iris = np.stack([project(iris_points_model(model, gaze[eye], eye), state) for eye in range(2)])
+    points = np.concatenate([mesh, iris[0], iris[1]], axis=0)
+    contours = mesh[EYE_CONTOUR_MESH_INDICES]
+    return points.astype(np.float32), contours.astype(np.float32), iris.astype(np.float32)

@@ -1,0 +1,449 @@
+"""Landmark stage vs MediaPipe FaceMesh: accuracy and single-core speed, in one run.
+
+    python benchmarks/bench_landmarks.py [--frames-per-clip 75] [--rounds 2]
+
+MediaPipe 0.10.21 runs in its own venv (``benchmarks/.mpvenv``, created on first use; set
+``DMASK_MP_VENV=/path/to/venv`` to reuse one) in a subprocess, never imported here. Frames go
+to it through a pipe; only landmarks and timings come back, as .npy/.json in a temporary
+directory outside the repository that is deleted afterwards.
+
+Accuracy (native clip resolution, video/tracking mode on both sides):
+  * our 468 mesh points vs MediaPipe ``refine_landmarks=False`` — per frame the median point
+    distance / inter-ocular distance (IOD = distance between the two eye centres, each the
+    midpoint of its corners 33–133 / 362–263 in MediaPipe's points); median over frames;
+  * our 2 iris centres vs MediaPipe ``refine_landmarks=True`` (points 468 and 473), / IOD.
+Speed: ms per frame of the whole landmark stage at 512×512 and 1280×720 (clip frames
+letterboxed), ours with threads=1 vs FaceMesh ``refine_landmarks=True`` (iris), both pinned
+to one CPU core, alternating rounds so that machine noise hits both alike.
+
+Writes benchmarks/results/landmarks.json and landmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MP_VERSION = "0.10.21"
+SPEED_SIZES = {"512x512": (512, 512), "1280x720": (1280, 720)}  # name -> (width, height)
+GOALS = {"mesh_median_iod": 0.015, "iris_median_iod": 0.03, "speed_ratio": 1.0}
+
+MP_WORKER = r"""
+import json, sys, time
+import numpy as np
+import mediapipe as mp
+
+spec = json.load(open(sys.argv[1]))
+stdin = sys.stdin.buffer
+def read_npy(stream):  # np.load would try to seek in the pipe
+    version = np.lib.format.read_magic(stream)
+    shape, fortran, dtype = np.lib.format._read_array_header(stream, version)
+    data = stream.read(int(np.prod(shape)) * dtype.itemsize)
+    return np.frombuffer(data, dtype).reshape(shape)
+clips = [read_npy(stdin) for _ in spec["clips"]]
+out = {"mediapipe": mp.__version__, "times_ms": []}
+for name, frames in zip(spec["clips"], clips):
+    height, width = frames.shape[1:3]
+    points = np.full((len(frames), 478 if spec["refine"] else 468, 3), np.nan, np.float32)
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
+                                         refine_landmarks=spec["refine"]) as mesh:
+        mesh.process(np.zeros_like(frames[0]))  # graph start-up, not timed; no face -> detector next
+        for i, frame in enumerate(frames):
+            t0 = time.perf_counter()
+            result = mesh.process(frame)
+            out["times_ms"].append((time.perf_counter() - t0) * 1e3)
+            if result.multi_face_landmarks:
+                lm = result.multi_face_landmarks[0].landmark
+                points[i] = [(p.x * width, p.y * height, p.z * width) for p in lm]
+    np.save(f"{spec['out']}/{name}.npy", points)
+json.dump(out, open(f"{spec['out']}/result.json", "w"))
+"""
+
+
+# ---------------------------------------------------------------- MediaPipe's side
+def mediapipe_python() -> Path:
+    """Python of a venv with mediapipe==0.10.21, creating benchmarks/.mpvenv if needed."""
+    venv = Path(os.environ.get("DMASK_MP_VENV", ROOT / "benchmarks" / ".mpvenv"))
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", f"import mediapipe as m; assert m.__version__ == '{MP_VERSION}'"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    print(f"creating {venv} with mediapipe=={MP_VERSION} (one-off, a few minutes)")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    (venv / ".gitignore").write_text("*\n")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"mediapipe=={MP_VERSION}"], check=True)
+    subprocess.run(check, check=True)
+    return python
+
+
+def run_mediapipe(python: Path, clips: dict[str, np.ndarray], refine: bool, workdir: Path):
+    """(landmarks per clip, per-frame ms, mediapipe version) from a FaceMesh subprocess."""
+    out = Path(tempfile.mkdtemp(dir=workdir))
+    spec = out / "spec.json"
+    spec.write_text(json.dumps({"clips": list(clips), "refine": refine, "out": str(out)}))
+    script = workdir / "mp_worker.py"
+    script.write_text(MP_WORKER)
+    command = [str(python), str(script), str(spec)]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", str(PINNED_CPU), *command]
+    env = {**os.environ, "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    for frames in clips.values():
+        buffer = io.BytesIO()  # np.save straight to a pipe would try to seek
+        np.save(buffer, np.ascontiguousarray(frames))
+        process.stdin.write(buffer.getbuffer())
+    process.stdin.close()
+    if process.wait() != 0:
+        raise RuntimeError(f"MediaPipe worker failed (exit {process.returncode})")
+    result = json.loads((out / "result.json").read_text())
+    landmarks = {name: np.load(out / f"{name}.npy") for name in clips}
+    shutil.rmtree(out)
+    return landmarks, result["times_ms"], result["mediapipe"]
+
+
+# ---------------------------------------------------------------- our side
+def run_ours(landmarker, clips: dict[str, np.ndarray], stages: list | None = None):
+    """(landmarks per clip, per-frame ms); per-frame stage timings appended to ``stages``."""
+    landmarks, times = {}, []
+    for name, frames in clips.items():
+        landmarker.reset()
+        points = np.full((len(frames), 478, 3), np.nan, np.float32)
+        for i, frame in enumerate(frames):
+            t0 = time.perf_counter()
+            face = landmarker.process(frame)
+            times.append((time.perf_counter() - t0) * 1e3)
+            if stages is not None:
+                stages.append(dict(landmarker.last_timings_ms))
+            if face is not None:
+                points[i] = face.points
+        landmarks[name] = points
+    return landmarks, times
+
+
+def network_anchor(landmarker, python: Path, repeats: int = 60) -> dict | None:
+    """ms per call of the bare networks: ours (onnxruntime) vs the TFLite originals in LiteRT.
+
+    Shows how much of the gap to MediaPipe is the runtime rather than the pipeline around it.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    where = subprocess.run(
+        [str(python), "-c", "import mediapipe, os; print(os.path.dirname(mediapipe.__file__))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    modules = Path(where) / "modules"
+    networks = {
+        "face_detection_short_range": (landmarker._detector.model, "face_detection", (1, 3, 128, 128)),
+        "face_landmark": (landmarker._mesh, "face_landmark", (1, 3, 192, 192)),
+        "iris_landmark (2 eyes)": (landmarker._iris, "iris_landmark", (2, 3, 64, 64)),
+    }
+    out = {}
+    rng = np.random.default_rng(0)
+    for label, (onnx_model, folder, shape) in networks.items():
+        tflite = modules / folder / f"{label.split()[0]}.tflite"
+        interpreter = Interpreter(model_path=str(tflite), num_threads=1)
+        nhwc = (shape[0], shape[2], shape[3], shape[1])
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, list(nhwc))
+        interpreter.allocate_tensors()
+        x = rng.random(shape, dtype=np.float32)
+        x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+        def run_litert(interpreter=interpreter, index=index, x_nhwc=x_nhwc):
+            interpreter.set_tensor(index, x_nhwc)
+            interpreter.invoke()
+
+        def run_onnx(model=onnx_model, x=x):
+            model(x)
+
+        times = {"onnxruntime": [], "litert": []}
+        for i in range(repeats + 5):
+            for key, call in (("onnxruntime", run_onnx), ("litert", run_litert)):
+                t0 = time.perf_counter()
+                call()
+                if i >= 5:
+                    times[key].append((time.perf_counter() - t0) * 1e3)
+        out[label] = {key: statistics.median(values) for key, values in times.items()}
+    return out
+
+
+# ---------------------------------------------------------------- frames and metrics
+def read_clips(video_dir: Path, frames_per_clip: int) -> dict[str, np.ndarray]:
+    import av
+
+    clips = {}
+    for path in sorted(video_dir.glob("*.mp4")):
+        frames = []
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) >= frames_per_clip:
+                    break
+        clips[path.stem] = np.stack(frames)
+    return clips
+
+
+def letterbox(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    out = np.full((len(frames), height, width, 3), 114, np.uint8)
+    h, w = frames.shape[1:3]
+    scale = min(width / w, height / h)
+    nw, nh = round(w * scale), round(h * scale)
+    x0, y0 = (width - nw) // 2, (height - nh) // 2
+    for i, frame in enumerate(frames):
+        out[i, y0 : y0 + nh, x0 : x0 + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def eye_distance(points: np.ndarray) -> np.ndarray:
+    """(F,) distance between eye centres (midpoints of corners 33–133 and 362–263)."""
+    od = (points[:, 33, :2] + points[:, 133, :2]) / 2
+    os_ = (points[:, 362, :2] + points[:, 263, :2]) / 2
+    return np.linalg.norm(od - os_, axis=1)
+
+
+def accuracy(ours: dict, mp_mesh: dict, mp_iris: dict) -> dict:
+    per_clip, all_mesh, all_iris = {}, [], []
+    for name in ours:
+        mine, ref, ref_iris = ours[name], mp_mesh[name], mp_iris[name]
+        both = ~np.isnan(mine[:, 0, 0]) & ~np.isnan(ref[:, 0, 0]) & ~np.isnan(ref_iris[:, 0, 0])
+        iod = eye_distance(ref[both])
+        mesh_err = np.median(np.linalg.norm(mine[both, :468, :2] - ref[both, :, :2], axis=2), axis=1) / iod
+        iris_iod = eye_distance(ref_iris[both])
+        iris_err = (
+            np.linalg.norm(mine[both][:, [468, 473], :2] - ref_iris[both][:, [468, 473], :2], axis=2).mean(1)
+            / iris_iod
+        )
+        all_mesh.append(mesh_err)
+        all_iris.append(iris_err)
+        per_clip[name] = {
+            "frames": int(len(mine)),
+            "frames_face_ours": int((~np.isnan(mine[:, 0, 0])).sum()),
+            "frames_face_mediapipe": int((~np.isnan(ref[:, 0, 0])).sum()),
+            "frames_compared": int(both.sum()),
+            "mesh_median_iod": _median(mesh_err),
+            "iris_median_iod": _median(iris_err),
+            "iris_p95_iod": _p95(iris_err),
+        }
+    mesh, iris = np.concatenate(all_mesh), np.concatenate(all_iris)
+    overall = {
+        "frames_compared": int(len(mesh)),
+        "mesh_median_iod": _median(mesh),
+        "mesh_p95_iod": _p95(mesh),
+        "iris_median_iod": _median(iris),
+        "iris_p95_iod": _p95(iris),
+    }
+    return {"overall": overall, "per_clip": per_clip}
+
+
+def _median(values) -> float | None:
+    return float(np.median(values)) if len(values) else None
+
+
+def _p95(values) -> float | None:
+    return float(np.percentile(values, 95)) if len(values) else None
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
+    }
+
+
+# ---------------------------------------------------------------- main
+PINNED_CPU = 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames-per-clip", type=int, default=75)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating speed rounds per size")
+    parser.add_argument("--no-write", action="store_true", help="print only, keep results/ unchanged")
+    args = parser.parse_args(argv)
+
+    shared = Path(os.environ.get("DMASK_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    if not (shared / "videos").is_dir():
+        print(f"skipped: needs the shared test videos in {shared / 'videos'} (absent on this machine)")
+        return 0
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {PINNED_CPU})
+
+    from dmask_live.landmarks import FaceLandmarker
+
+    python = mediapipe_python()
+    clips = read_clips(shared / "videos", args.frames_per_clip)
+    landmarker = FaceLandmarker(threads=1)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="dmask-bench-") as tmp:
+        workdir = Path(tmp)
+        ours, _ = run_ours(landmarker, clips)
+        mp_mesh, _, mp_version = run_mediapipe(python, clips, refine=False, workdir=workdir)
+        mp_iris, _, _ = run_mediapipe(python, clips, refine=True, workdir=workdir)
+        acc = accuracy(ours, mp_mesh, mp_iris)
+
+        speed = {}
+        for size_name, (width, height) in SPEED_SIZES.items():
+            sized = {name: letterbox(frames, width, height) for name, frames in clips.items()}
+            ours_ms, mp_ms, stages = [], [], []
+            run_ours(landmarker, {k: v[:5] for k, v in sized.items()})  # warm-up
+            for _ in range(args.rounds):
+                ours_ms += run_ours(landmarker, sized, stages)[1]
+                mp_ms += run_mediapipe(python, sized, refine=True, workdir=workdir)[1]
+            speed[size_name] = {
+                "ours_stage_median_ms": {
+                    key: statistics.median(t[key] for t in stages) for key in ("detector", "mesh", "iris")
+                },
+                "frames": len(ours_ms),
+                "ours_median_ms": statistics.median(ours_ms),
+                "ours_p95_ms": float(np.percentile(ours_ms, 95)),
+                "mediapipe_median_ms": statistics.median(mp_ms),
+                "mediapipe_p95_ms": float(np.percentile(mp_ms, 95)),
+                "ratio_median": statistics.median(ours_ms) / statistics.median(mp_ms),
+                "ratio_p95": float(np.percentile(ours_ms, 95) / np.percentile(mp_ms, 95)),
+            }
+        anchor = network_anchor(landmarker, python)
+    results = {
+        "topic": "landmarks",
+        "networks_ms": anchor,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "machine": {**machine(), "mediapipe": mp_version, "pinned_cpu": PINNED_CPU},
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "clips": {name: list(frames.shape[1:3][::-1]) for name, frames in clips.items()},
+        "frames_per_clip": args.frames_per_clip,
+        "goals": GOALS,
+        "accuracy": acc,
+        "speed": speed,
+        "command": " ".join(
+            [f"DMASK_MP_VENV={os.environ['DMASK_MP_VENV']}"] * ("DMASK_MP_VENV" in os.environ)
+            + ["python benchmarks/bench_landmarks.py", *(argv or sys.argv[1:])]
+        ),
+    }
+    markdown = render_markdown(results)
+    print(markdown)
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "landmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+        (RESULTS / "landmarks.md").write_text(markdown)
+    return 0
+
+
+def render_markdown(r: dict) -> str:
+    m, acc = r["machine"], r["accuracy"]
+    lines = [
+        "# Landmark stage vs MediaPipe FaceMesh",
+        "",
+        f"Run {r['date_utc']} UTC with `{r['command'].strip()}`.",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['os']}; Python {m['python']}, "
+        f"numpy {m['numpy']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}, "
+        f"MediaPipe {m['mediapipe']} (reference, separate venv). Both sides pinned to CPU {m['pinned_cpu']}; "
+        f"load average before/after: {r['load_average_before_after']}.",
+        "",
+        "## Accuracy (native resolution, tracking mode; error / inter-ocular distance)",
+        "",
+        f"Goals: mesh median ≤ {GOALS['mesh_median_iod']:.1%}, "
+        f"iris centre median ≤ {GOALS['iris_median_iod']:.0%}.",
+        "Mesh: our 468 points vs MediaPipe `refine_landmarks=False` (per-frame median over points). "
+        "Iris: our iris centres vs MediaPipe `refine_landmarks=True` points 468/473 (mean of both eyes).",
+        "Our crops sample at pixel centres (exact geometry; the mirrored eye crop is an exact mirror); "
+        "MediaPipe's ImageToTensor samples crop pixel u at the image point of its corner, (k − 1)/2 px "
+        "away for a crop k image px per crop px, which is most of the mesh difference on large faces "
+        "(with MediaPipe's convention the mesh matched to 0.04% median).",
+        "",
+        "| clip | size | frames (ours / MP / compared) | mesh median | iris median | iris p95 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, c in acc["per_clip"].items():
+        w, h = r["clips"][name]
+        lines.append(
+            f"| {name} | {w}x{h} | {c['frames_face_ours']} / {c['frames_face_mediapipe']} / "
+            f"{c['frames_compared']} "
+            f"| {_pct(c['mesh_median_iod'])} | {_pct(c['iris_median_iod'])} | {_pct(c['iris_p95_iod'])} |"
+        )
+    o = acc["overall"]
+    lines += [
+        f"| **all** | | {o['frames_compared']} compared | **{_pct(o['mesh_median_iod'])}** "
+        f"(p95 {_pct(o['mesh_p95_iod'])}) | **{_pct(o['iris_median_iod'])}** | {_pct(o['iris_p95_iod'])} |",
+        "",
+        "## Speed (ms per frame, whole landmark stage, one core)",
+        "",
+        "Ours: `FaceLandmarker(threads=1)` (detector when needed + mesh + batched iris). MediaPipe: "
+        "`FaceMesh(refine_landmarks=True)` in video mode. Same letterboxed clip frames, alternating rounds. "
+        f"Goal: ratio ours/MediaPipe ≤ {GOALS['speed_ratio']}.",
+        "",
+        "| frame size | frames | ours median | ours p95 | MediaPipe median | MediaPipe p95 "
+        "| ratio (median) | ratio (p95) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size, s in r["speed"].items():
+        lines.append(
+            f"| {size} | {s['frames']} | {s['ours_median_ms']:.2f} | {s['ours_p95_ms']:.2f} | "
+            f"{s['mediapipe_median_ms']:.2f} | {s['mediapipe_p95_ms']:.2f} | **{s['ratio_median']:.2f}** | "
+            f"{s['ratio_p95']:.2f} |"
+        )
+    lines += [
+        "",
+        "Our per-stage medians (ms; mesh and iris include their crops): "
+        + "; ".join(
+            f"{size}: " + ", ".join(f"{k} {v:.2f}" for k, v in s["ours_stage_median_ms"].items())
+            for size, s in r["speed"].items()
+        )
+        + ".",
+    ]
+    if r.get("networks_ms"):
+        lines += [
+            "",
+            "## Bare networks, one thread (ms per call, median)",
+            "",
+            "The same networks: ours converted to ONNX in onnxruntime vs MediaPipe's TFLite files in "
+            "LiteRT (XNNPACK), interleaved calls on random input.",
+            "",
+            "| network | onnxruntime | LiteRT | ratio |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, t in r["networks_ms"].items():
+            ratio = t["onnxruntime"] / t["litert"]
+            lines.append(f"| {name} | {t['onnxruntime']:.2f} | {t['litert']:.2f} | {ratio:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,12 +9,18 @@ Per frame (warm-started from the previous frame, a few iterations, one thread):
 3. A One Euro filter smooths the outputs without lagging fast motion (saccades, blinks).
 
 The patient's own shape is a private offset added to the canonical face inside the fit only (plus
-the person's iris size and the eyeball positions that follow the eye corners): it is learned from
+the person's iris size and the eyeball positions that follow the orbits): it is learned from
 residuals (image plane and the landmarks' relative depth) over the first ~2 s, then refined slowly.
 It never appears in the AvatarState, is never logged or saved and has no public accessor. It
 cannot move the lid margins along their closing motion (lid position is a clinical sign, e.g.
 ptosis, so it stays in the lid parameters) nor rotate, move or scale the face. A face absent for
 more than 5 s is forgotten (the next one may be someone else).
+
+Eye alignment is a clinical sign too (strabismus present from the first frame): each eyeball follows
+only its orbit, the mean offset of the periorbital skin (the iris model's 3rd and 4th contour loops
+around the eye), never the lid margins or canthi, which follow the iris (real lids do, and the landmark
+networks' margin/corner points drift 0.07–0.09 px per degree of gaze); that offset is bounded. A
+mirror-symmetric eyeball offset would not help: the eyes' spacing is the vergence mode itself.
 
 Frames that fail (None, non-finite or implausible landmarks, high residual, extreme pose) return
 an untracked state and do not touch the internal state; the next good frame re-initialises in
@@ -56,6 +62,10 @@ IDENTITY_SLOW_RATE = 0.003
 IDENTITY_MAX_POSE_DEG = 30.0
 IDENTITY_MAX_RMS_CM = 0.2  # only well-fitting frames teach the private shape
 IDENTITY_FORGET_AFTER_S = 5.0  # face absent this long: it may be someone else, start over
+# Each eyeball follows its orbit: the periorbital loops of the iris model's eye contour (points 32..62,
+# the skin rings outside the lid margins), which move with the face but not with the iris.
+EYE_ORBIT_INDICES = np.ascontiguousarray(EYE_CONTOUR_MESH_INDICES[:, 32:63], dtype=np.int64)
+EYEBALL_SHIFT_MAX_CM = 0.4  # bound on the private eyeball offset per axis (~20° of eye rotation)
 
 
 def _pose_weights() -> np.ndarray:
@@ -327,8 +337,12 @@ def _similarity_modes(vertices: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, fastmath=True)
-def _update_shape(offset, correction, rate, modes, rings, lid_profiles, x_coords, eyeball_shift):
-    """offset += rate * correction, then keep it free of pose/scale and of lid heights (in place)."""
+def _update_shape(offset, correction, rate, modes, rings, lid_profiles, x_coords, orbits, orbit_mean):
+    """offset += rate * correction, then keep it free of pose/scale and of lid heights (in place).
+
+    ``orbit_mean`` (out, (2, 3)): mean offset of each eye's orbit points, where the eyeball goes; never
+    the lid margins: a constant squint moves the margins with the iris and must stay a gaze difference.
+    """
     n = offset.shape[0]
     for i in range(n):
         for c in range(3):
@@ -360,11 +374,13 @@ def _update_shape(offset, correction, rate, modes, rings, lid_profiles, x_coords
                 norm += lid_profiles[eye, j] * lid_profiles[eye, j]
             for j in range(first, last):
                 offset[ring[j], 1] -= dot / norm * lid_profiles[eye, j]
+    for eye in range(orbits.shape[0]):
+        orbit = orbits[eye]
         for c in range(3):
             total = 0.0
-            for j in range(ring.shape[0]):
-                total += offset[ring[j], c]
-            eyeball_shift[eye, c] = total / ring.shape[0]
+            for j in range(orbit.shape[0]):
+                total += offset[orbit[j], c]
+            orbit_mean[eye, c] = total / orbit.shape[0]
 
 
 class _PrivateShape:
@@ -381,6 +397,7 @@ class _PrivateShape:
         for eye, ring in enumerate(self._rings):
             self._lid_profiles[eye, half + 1 :] = model.eyelid_basis[eye, 0, ring[half + 1 :], 1]
             self._lid_profiles[eye, 1:half] = model.eyelid_basis[eye, 1, ring[1:half], 1]
+        self._orbit_mean = np.zeros((2, 3))
         self.reset()
 
     def reset(self) -> None:
@@ -409,8 +426,11 @@ class _PrivateShape:
             self._rings,
             self._lid_profiles,
             self._x,
-            self.eyeball_shift,
+            EYE_ORBIT_INDICES,
+            self._orbit_mean,
         )
+        # Bounded: no large private offset can hide a sign.
+        np.clip(self._orbit_mean, -EYEBALL_SHIFT_MAX_CM, EYEBALL_SHIFT_MAX_CM, out=self.eyeball_shift)
         self.frames += 1
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dmask_live.face_model import EYE_RING_INDICES, landmarks_from_state, load_face_model
-from dmask_live.tracker import FaceTracker, _similarity_modes
+from dmask_live.ocular import OcularAnalyzer
+from dmask_live.tracker import EYE_ORBIT_INDICES, EYEBALL_SHIFT_MAX_CM, FaceTracker, _similarity_modes
 from dmask_live.types import AvatarState, FaceLandmarks
 
 MODEL = load_face_model()
@@ -54,7 +55,9 @@ def _synthetic_person(seed: int):
     """The canonical model with another face shape: smooth bumps and proportions, no pose component.
 
     Lid apertures stay the canonical ones: the aperture is a clinical sign, not identity, so
-    the tracker never attributes it to the person's shape.
+    the tracker never attributes it to the person's shape. Each eyeball sits where its orbit (the
+    periorbital skin) puts it, not where its lid margins are: margins follow the iris, so eyeballs
+    placed by them would turn a squint into identity.
     """
     v = MODEL.vertices.astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -71,7 +74,8 @@ def _synthetic_person(seed: int):
         a, b = ring[0], ring[8]
         t = np.clip((v[ring, 0] - v[a, 0]) / (v[b, 0] - v[a, 0]), 0, 1)
         offset[ring, 1] = offset[a, 1] + t * (offset[b, 1] - offset[a, 1])
-    eyeball_shift = np.array([offset[ring].mean(0) for ring in EYE_RING_INDICES])
+    eyeball_shift = np.array([offset[orbit].mean(0) for orbit in EYE_ORBIT_INDICES])
+    eyeball_shift = np.clip(eyeball_shift, -EYEBALL_SHIFT_MAX_CM, EYEBALL_SHIFT_MAX_CM)
     assert np.abs(offset).max() > 0.3  # a clearly different face (cm)
     return dataclasses.replace(
         MODEL,
@@ -143,6 +147,73 @@ def test_same_state_for_two_different_people():
     assert diffs[3] < 1.5  # gaze, degrees
     assert diffs[4] < 0.2  # lower lid openness (~1.7 mm per unit)
     assert errors[0] < 0.15 and errors[1] < 2.0
+
+
+def _sign_state(frame: int, gaze_offset=((0.0, 0.0), (0.0, 0.0)), lids=None) -> AvatarState:
+    """Head and conjugate eye motion with a constant per-eye sign (gaze offset, lids) from frame 0.
+
+    Expressions ramp in after the first 2 s, which define the person's neutral face (the sign does not).
+    """
+    t = frame / 30.0
+    act = float(np.clip((frame - 60) / 30.0, 0.0, 1.0))
+    conjugate = 10 * np.sin(1.7 * t) * np.array([1.0, 0.4])
+    return _state(
+        pose=(10 * np.sin(0.9 * t), 6 * np.sin(0.6 * t), 4 * np.sin(0.5 * t)),
+        expression=act * 0.6 * np.sin(0.7 * t + np.arange(K)),
+        gaze=conjugate + np.asarray(gaze_offset, np.float64),
+        lids=lids,
+        translation=(310 + 10 * np.sin(t), 250),
+    )
+
+
+def _margins_follow_the_iris(landmarks: FaceLandmarks, state: AvatarState, cm_per_deg=0.006) -> FaceLandmarks:
+    """Lid margins and canthi shifted sideways with each eye's gaze yaw (real lids do; the landmark
+    networks read ~0.09 px/deg at 15 px/cm, i.e. 0.006 cm/deg), along the face's image x axis."""
+    contours = np.array(landmarks.eye_contours, np.float64)
+    points = np.array(landmarks.points, np.float64)
+    yaw = np.radians(state.head_pose_deg[0])
+    roll = np.radians(state.head_pose_deg[2])
+    axis = np.array([np.cos(roll) * np.cos(yaw), np.sin(roll)])
+    for eye in range(2):
+        shift = cm_per_deg * state.scale * state.gaze_deg[eye, 0] * axis
+        contours[eye, :16, :2] += shift
+        points[EYE_RING_INDICES[eye], :2] += shift
+    return dataclasses.replace(landmarks, points=points.astype(np.float32),
+                               eye_contours=contours.astype(np.float32))  # fmt: skip
+
+
+def test_constant_squint_is_not_learned_as_shape():
+    """A 15° inward turn of OD from the first frame survives 5 s of tracking (shape learning included)."""
+    person = _synthetic_person(5)
+    tracker, analyzer = FaceTracker(), OcularAnalyzer()
+    deviations = []
+    for frame in range(150):
+        truth = _sign_state(frame, gaze_offset=((15.0, 0.0), (0.0, 0.0)))
+        landmarks = _margins_follow_the_iris(_landmarks(truth, person), truth)
+        state = tracker.update(landmarks, frame / 30)
+        metrics = analyzer.update(state)
+        if frame >= 120:
+            deviations.append(metrics.horizontal_deviation_deg)
+    assert tracker._shape.frames > 100  # the private shape was learned during the squint
+    assert np.min(deviations) >= 14.0
+    assert np.max(deviations) <= 16.0
+
+
+def test_constant_one_sided_ptosis_is_not_learned_as_shape():
+    """OD's upper lid drooping (openness 0.45) from the first frame stays in eyelids and lid_aperture."""
+    person = _synthetic_person(6)
+    lids = np.array([[0.45, 1.0], [1.0, 1.0]])
+    tracker, analyzer, reference = FaceTracker(), OcularAnalyzer(), OcularAnalyzer()
+    for frame in range(150):
+        truth = _sign_state(frame, lids=lids)
+        state = tracker.update(_landmarks(truth, person), frame / 30)
+        measured, expected = analyzer.update(state), reference.update(truth)
+        if frame >= 120:
+            assert state.eyelids[0, 0] == pytest.approx(0.45, abs=0.05)
+            assert state.eyelids[1, 0] == pytest.approx(1.0, abs=0.05)
+            assert measured.lid_aperture == pytest.approx(expected.lid_aperture, abs=0.03)
+    assert tracker._shape.frames > 100
+    assert expected.lid_aperture[0] < 0.7 * expected.lid_aperture[1]  # the sign is clearly there
 
 
 def test_private_shape_not_exposed():

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmask_live.types import AvatarState
+from dmask_live.types import EYE_CONTOUR_MESH_INDICES, AvatarState
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "assets" / "face_model.npz"
 
@@ -54,23 +54,7 @@ MOUTH_RING_INDICES = np.array(
     [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191],
     dtype=np.int32,
 )
-# The iris model's 71 eye-contour points as MediaPipe mesh indices (MediaPipe's
-# update_face_landmarks_calculator), per eye, eye 0 = OD.
-EYE_CONTOUR_MESH_INDICES = np.array(
-    [
-        [33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173,
-         130, 25, 110, 24, 23, 22, 26, 112, 243, 247, 30, 29, 27, 28, 56, 190,
-         226, 31, 228, 229, 230, 231, 232, 233, 244, 113, 225, 224, 223, 222, 221, 189,
-         35, 124, 46, 53, 52, 65, 143, 111, 117, 118, 119, 120, 121, 128, 245,
-         156, 70, 63, 105, 66, 107, 55, 193],
-        [263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398,
-         359, 255, 339, 254, 253, 252, 256, 341, 463, 467, 260, 259, 257, 258, 286, 414,
-         446, 261, 448, 449, 450, 451, 452, 453, 464, 342, 445, 444, 443, 442, 441, 413,
-         265, 353, 276, 283, 282, 295, 372, 340, 346, 347, 348, 349, 350, 357, 465,
-         383, 300, 293, 334, 296, 336, 285, 417],
-    ],
-    dtype=np.int32,
-)  # fmt: skip
+  # fmt: skip
 # In FaceLandmarks.points: rows 468..472 are OD's iris (centre, then 4 boundary points),
 # rows 473..477 OS's iris. Boundary order in the image: +x, -y, -x, +y around the centre.
 IRIS_POINT_ROWS = np.array([[468, 469, 470, 471, 472], [473, 474, 475, 476, 477]], dtype=np.int32)

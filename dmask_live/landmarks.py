@@ -27,7 +27,13 @@ import numpy as np
 
 from dmask_live import roi as roi_ops
 from dmask_live.face_detector import Detection, FaceDetector
-from dmask_live.types import NUM_EYE_CONTOUR_POINTS, NUM_IRIS_POINTS, NUM_MESH_POINTS, FaceLandmarks
+from dmask_live.types import (
+    EYE_CONTOUR_MESH_INDICES,
+    NUM_EYE_CONTOUR_POINTS,
+    NUM_IRIS_POINTS,
+    NUM_MESH_POINTS,
+    FaceLandmarks,
+)
 
 MESH_SIZE = 192
 IRIS_SIZE = 64
@@ -36,22 +42,6 @@ EYE_ROI_SCALE = 2.3
 MIN_ROI_SIZE = 8.0  # pixels
 # Eye-corner landmarks (start, end) for each eye; index 0 = patient's right eye (OD, image left).
 EYE_CORNERS = ((33, 133), (362, 263))
-# Mesh index of each of the iris model's 71 eye-contour points (MediaPipe's refinement table),
-# written for eye 0; eye 1 uses the mirrored table below.
-EYE_CONTOUR_TO_MESH = np.array(
-    [
-        [33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173,
-         130, 25, 110, 24, 23, 22, 26, 112, 243, 247, 30, 29, 27, 28, 56, 190,
-         226, 31, 228, 229, 230, 231, 232, 233, 244, 113, 225, 224, 223, 222, 221, 189,
-         35, 124, 46, 53, 52, 65, 143, 111, 117, 118, 119, 120, 121, 128, 245,
-         156, 70, 63, 105, 66, 107, 55, 193],
-        [263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398,
-         359, 255, 339, 254, 253, 252, 256, 341, 463, 467, 260, 259, 257, 258, 286, 414,
-         446, 261, 448, 449, 450, 451, 452, 453, 464, 342, 445, 444, 443, 442, 441, 413,
-         265, 353, 276, 283, 282, 295, 372, 340, 346, 347, 348, 349, 350, 357, 465,
-         383, 300, 293, 334, 296, 336, 285, 417],
-    ]
-)  # fmt: skip
 # The iris model gives centre, then edges at +x, −y, −x, +y of its (unmirrored-eye) crop; the
 # mirrored eye's ±x edges swap back so both eyes follow MediaPipe's image-space order.
 IRIS_ORDER = (np.arange(NUM_IRIS_POINTS), np.array([0, 3, 2, 1, 4]))
@@ -217,7 +207,7 @@ class FaceLandmarker:
         for eye in range(2):
             contour = roi_ops.project(affines[eye], contours_raw[eye])
             iris_eye = roi_ops.project(affines[eye], iris_raw[eye, IRIS_ORDER[eye]])
-            index = EYE_CONTOUR_TO_MESH[eye]
+            index = EYE_CONTOUR_MESH_INDICES[eye]
             # Depth stays the mesh's (one face-centred frame); the iris keeps its depth relative
             # to its own lid contour, placed at the mean depth of the mesh's lid points.
             iris_eye[:, 2] += mesh[index[EYELID_CONTOUR], 2].mean() - contour[EYELID_CONTOUR, 2].mean()

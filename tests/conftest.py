@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dmask_live import models
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,3 +33,14 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return np.ascontiguousarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def mediapipe_wheel(request, tmp_path_factory) -> Path:
+    # pytest's cache dir keeps the 35 MB wheel between sessions (pip's own cache helps too)
+    cache = getattr(request.config, "cache", None)
+    cache = cache.mkdir("mediapipe-wheel") if cache else tmp_path_factory.mktemp("mediapipe-wheel")
+    try:
+        return models.download_wheel(cache)
+    except models.ModelError as exc:
+        pytest.skip(f"mediapipe wheel unavailable: {exc}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import onnxruntime as ort
@@ -20,17 +18,6 @@ TOLERANCE = 1e-4  # max abs difference relative to the reference output's range
 # Boxes (y0, y1, x0, x1) in skimage's astronaut image: the face, and each eye.
 FACE_BOX = (35, 185, 151, 301)
 EYE_BOXES = ((80, 124, 183, 227), (82, 126, 224, 268))
-
-
-@pytest.fixture(scope="session")
-def mediapipe_wheel(request, tmp_path_factory) -> Path:
-    # pytest's cache dir keeps the 35 MB wheel between sessions (pip's own cache helps too)
-    cache = getattr(request.config, "cache", None)
-    cache = cache.mkdir("mediapipe-wheel") if cache else tmp_path_factory.mktemp("mediapipe-wheel")
-    try:
-        return models.download_wheel(cache)
-    except models.ModelError as exc:
-        pytest.skip(f"mediapipe wheel unavailable: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -13,17 +13,6 @@ from dmask_live import cli, models
 
 
 @pytest.fixture(scope="session")
-def mediapipe_wheel(request, tmp_path_factory) -> Path:
-    # pytest's cache dir keeps the 35 MB wheel between sessions (pip's own cache helps too)
-    cache = getattr(request.config, "cache", None)
-    cache = cache.mkdir("mediapipe-wheel") if cache else tmp_path_factory.mktemp("mediapipe-wheel")
-    try:
-        return models.download_wheel(cache)
-    except models.ModelError as exc:
-        pytest.skip(f"mediapipe wheel unavailable: {exc}")
-
-
-@pytest.fixture(scope="session")
 def built_once(tmp_path_factory, mediapipe_wheel) -> Path:
     """A model directory built once; tests that damage files work on a copy."""
     return models.build_models(tmp_path_factory.mktemp("models"), wheel=mediapipe_wheel)

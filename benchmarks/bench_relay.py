@@ -83,9 +83,14 @@ def clip_frames(count: int = 90) -> tuple[list[np.ndarray], str]:
     return frames, "scikit-image astronaut"
 
 
+# Pseudo-random, not linear in the index: with ``index * c % 1000`` a shift by some k frames gives a
+# near-constant pts difference (k = 111 for c = 7919), which frame matching could mistake for an origin.
+_PTS_JITTER = np.random.default_rng(7919).integers(0, 1000, 1_000_000)
+
+
 def pts_of(index: int) -> int:
     """Frame ``index``'s pts: its 30 fps slot plus a known offset that makes it identifiable."""
-    return index * SLOT + (index * 7919) % 1000
+    return index * SLOT + int(_PTS_JITTER[index % len(_PTS_JITTER)])
 
 
 # --------------------------------------------------------------------------- maskers
@@ -141,6 +146,53 @@ def pipeline_available() -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
+# --------------------------------------------------------------------------- stage probes
+class StageProbes:
+    """Per-process timestamps of aiortc's own stages, keyed by RTP/pts timestamp (first one wins).
+
+    ``released``: a video jitter buffer handed a complete frame to the decoder;
+    ``sent``: a sender had a frame's RTP payloads ready (encoded, or a shared packet packed).
+    Installed by wrapping aiortc methods in the benchmark's own processes only.
+    """
+
+    def __init__(self) -> None:
+        self.released: dict[int, float] = {}
+        self.sent: dict[int, float] = {}
+
+    def install(self) -> StageProbes:
+        from aiortc.jitterbuffer import JitterBuffer
+        from aiortc.rtcrtpsender import RTCRtpSender
+
+        from dmask_live.rtp_release import MarkerReleaseJitterBuffer
+
+        probes = self
+
+        def wrap_add(original):
+            def add(buffer, packet):
+                pli, frame = original(buffer, packet)
+                if frame is not None and buffer._is_video:
+                    probes.released.setdefault(frame.timestamp, time.monotonic())
+                return pli, frame
+
+            return add
+
+        JitterBuffer.add = wrap_add(JitterBuffer.add)
+        MarkerReleaseJitterBuffer.add = wrap_add(MarkerReleaseJitterBuffer.add)
+        next_encoded = RTCRtpSender._next_encoded_frame
+
+        async def next_encoded_frame(sender, codec):
+            frame = await next_encoded(sender, codec)
+            if frame is not None and sender.kind == "video":
+                probes.sent.setdefault(frame.timestamp, time.monotonic())
+            return frame
+
+        RTCRtpSender._next_encoded_frame = next_encoded_frame
+        return self
+
+    def as_dict(self) -> dict:
+        return {"released": list(self.released.items()), "sent": list(self.sent.items())}
+
+
 # --------------------------------------------------------------------------- server process
 def server_main(port: int, mode: str, masker: dict, ready) -> None:
     import logging
@@ -156,23 +208,32 @@ def server_main(port: int, mode: str, masker: dict, ready) -> None:
 async def _serve(port: int, mode: str, masker: dict, ready) -> None:
     from aiohttp import web
 
+    probes = StageProbes().install()
+    traces: list = []
     if mode == "mask":
+        from dmask_live.relay import MaskingRelay
         from dmask_live.server import REGISTRY_KEY, check_pipeline, create_app
 
         if masker["kind"] == "pipeline":
             await check_pipeline()  # as `dmask-live serve` does: build + warm up before serving
+        MaskingRelay.trace_frames = 5000
 
         app = create_app(masker_factory(masker))
 
         async def stats(request):
             registry = request.app[REGISTRY_KEY]
-            return web.json_response(
-                [c.relay.stats.as_dict(c.relay.dropped) for c in registry.consults.values()]
-            )
+            consults = list(registry.consults.values())
+            traces[:] = [list(c.relay.trace or ()) for c in consults]
+            return web.json_response([c.relay.stats.as_dict(c.relay.dropped) for c in consults])
 
         app.router.add_get("/bench/stats", stats)
     else:
         app = stock_app(marker=mode == "stock+marker")
+
+    async def trace(request):
+        return web.json_response({**probes.as_dict(), "relay": traces})
+
+    app.router.add_get("/bench/trace", trace)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -252,6 +313,7 @@ async def _patients(base, tokens, duration, self_view, joined):
     from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
     from av import VideoFrame
 
+    probes = StageProbes().install()
     frames, _ = clip_frames()
     yuv = [cv2.cvtColor(f, cv2.COLOR_RGB2YUV_I420) for f in frames]
     start = time.monotonic() + 1.0 + 0.5 * len(tokens)
@@ -295,7 +357,7 @@ async def _patients(base, tokens, duration, self_view, joined):
         await pc.close()
     for task in drains:
         task.cancel()
-    return sent
+    return sent, probes.as_dict()
 
 
 def clinicians_main(base: str, tokens: list[str], duration: float, out) -> None:
@@ -309,6 +371,7 @@ async def _clinicians(base, tokens, duration):
 
     from dmask_live.rtp_release import enable_marker_release
 
+    probes = StageProbes().install()
     received: list[list[tuple[int, float]]] = [[] for _ in tokens]
 
     async def read(track, log):
@@ -333,7 +396,7 @@ async def _clinicians(base, tokens, duration):
         await pc.close()
     for task in readers:
         task.cancel()
-    return received
+    return received, probes.as_dict()
 
 
 # --------------------------------------------------------------------------- analysis
@@ -361,6 +424,83 @@ def match_latencies(sent: dict[int, float], received: list[tuple[int, float]]) -
     matched, ok = nearest(np.array([pts for pts, _ in received]) + offsets[best])
     pairs = zip(received, matched, ok, strict=True)
     return [(sent[int(m)], t - sent[int(m)]) for (_, t), m, good in pairs if good]
+
+
+def align(sent_pts: np.ndarray, keys: list[int]) -> dict[int, int]:
+    """key → sent pts, for keys that are sent pts plus one unknown constant (an RTP origin)."""
+    if not keys:
+        return {}
+    keys_arr = np.array(keys, dtype=np.int64)
+
+    def nearest(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = np.clip(np.searchsorted(sent_pts, values), 1, len(sent_pts) - 1)
+        left, right = sent_pts[index - 1], sent_pts[index]
+        best = np.where(np.abs(values - left) <= np.abs(values - right), left, right)
+        return best, np.abs(values - best) <= PTS_TOLERANCE
+
+    probe = keys_arr[len(keys_arr) // 2 : len(keys_arr) // 2 + 40]
+    offsets = sent_pts - probe[0]
+    hits = [int(nearest(probe + offset)[1].sum()) for offset in offsets]
+    best = int(np.argmax(hits))
+    if hits[best] < 0.8 * len(probe):
+        return {}
+    matched, ok = nearest(keys_arr + offsets[best])
+    return {int(k): int(m) for k, m, good in zip(keys_arr, matched, ok, strict=True) if good}
+
+
+STAGES = [  # (name, process, event) in pipeline order; a stage's time = its event − the previous event
+    ("patient encode", "patient", "sent"),
+    ("network + server jitter buffer", "server", "released"),
+    ("server decode → relay", "relay", "arrived"),
+    ("wait for the masker", "relay", "picked"),
+    ("to RGB", "relay", "rgb"),
+    ("mask", "relay", "masked"),
+    ("to YUV", "relay", "yuv"),
+    ("encode", "relay", "encoded"),
+    ("sender pick-up + packetise", "server", "sent"),
+    ("send + network + clinician jitter buffer", "clinician", "released"),
+    ("clinician decode", "clinician", "decoded"),
+]
+
+
+def stage_breakdown(sent: dict[int, float], received, probes: dict, start: float) -> dict:
+    """p50/p95 per stage (ms) over frames seen at every stage, each stage's events mapped to sent pts."""
+    sent_pts = np.array(sorted(sent))
+    events: dict[tuple[str, str], dict[int, float]] = {}
+
+    def add(process: str, event: str, pairs) -> None:
+        pairs = list(pairs)
+        mapping = align(sent_pts, [k for k, _ in pairs])
+        events[(process, event)] = {mapping[k]: t for k, t in pairs if k in mapping}
+
+    add("patient", "sent", probes["patient"]["sent"])
+    add("server", "released", probes["server"]["released"])
+    add("clinician", "released", probes["clinician"]["released"])
+    add("clinician", "decoded", received)
+    relay = probes["server"]["relay"][0] if probes["server"]["relay"] else []
+    for event in ("arrived", "picked", "rgb", "masked", "yuv", "encoded"):
+        add("relay", event, [(r["pts_in"], r[event]) for r in relay if event in r])
+    # the server's sender sees output pts (= input pts unless the source restarted)
+    add("server", "sent", probes["server"]["sent"])
+    stages = [s for s in STAGES if events.get((s[1], s[2]))]
+    frames = [p for p in sent_pts if sent[int(p)] >= start and all(p in events[(s[1], s[2])] for s in stages)]
+    out = {"frames": len(frames), "stages": []}
+    previous = np.array([sent[int(p)] for p in frames])
+    total = previous.copy()
+    for name, process, event in stages:
+        times = np.array([events[(process, event)][int(p)] for p in frames])
+        if times.size:
+            ms = (times - previous) * 1000.0
+            out["stages"].append(
+                {"stage": name, "p50_ms": round(float(np.percentile(ms, 50)), 1),
+                 "p95_ms": round(float(np.percentile(ms, 95)), 1)}
+            )
+            previous = times
+    if frames:
+        ms = (previous - total) * 1000.0
+        out["total"] = {"p50_ms": round(float(np.percentile(ms, 50)), 1),
+                        "p95_ms": round(float(np.percentile(ms, 95)), 1)}
+    return out
 
 
 def summarise(latencies: list[tuple[float, float]], start: float, duration: float) -> dict:
@@ -417,10 +557,12 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
             raise RuntimeError("patients did not join")
         clinician_proc = ctx.Process(target=clinicians_main, args=(base, clinicians, duration, clinician_out))
         clinician_proc.start()
-        received = clinician_out.get(timeout=duration + 120)
-        sent = patient_out.get(timeout=60)
+        received, clinician_probes = clinician_out.get(timeout=duration + 120)
+        sent, patient_probes = patient_out.get(timeout=60)
         with urllib.request.urlopen(f"{base}/bench/stats") as response:
             server_stats = json.loads(response.read())
+        with urllib.request.urlopen(f"{base}/bench/trace") as response:
+            server_trace = json.loads(response.read())
         patient_proc.join(10)
         clinician_proc.join(10)
     finally:
@@ -438,6 +580,14 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
     p95s = [c.get("p95_ms", float("inf")) for c in per_consult]
     result["worst_p95_ms"] = max(p95s)
     result["server"] = server_stats
+    if consults == 1:
+        probes = {"patient": patient_probes, "server": server_trace, "clinician": clinician_probes}
+        start = min(sent[0].values()) + WARMUP_S
+        result["stages"] = stage_breakdown(sent[0], received[0], probes, start)
+        if os.environ.get("BENCH_RELAY_DUMP"):
+            Path(os.environ["BENCH_RELAY_DUMP"]).write_text(
+                json.dumps({"sent": list(sent[0].items()), "received": received[0], "probes": probes})
+            )
     return result
 
 
@@ -579,6 +729,7 @@ def main() -> int:
         result = run_scenario(mode, masker, 1, args.duration)
         report["latency"][mode] = result
         print(mode, result["per_consult"][0], flush=True)
+        print("  stages", json.dumps(result.get("stages")), flush=True)
 
     if "overload" not in args.skip:
         slow = {"kind": "standin", "delay_ms": 2000.0 / FPS}

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
-import av
 import cv2
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -33,6 +32,9 @@ from av import VideoFrame
 from av.frame import Frame
 
 from dmask_live.types import AvatarState, MaskedFrame, OcularMetrics
+from dmask_live.vp8_encoder import SharedVp8Encoder
+
+__all__ = ["SharedVp8Encoder"]  # re-exported: it lived here before
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +158,7 @@ class BroadcastTrack(MediaStreamTrack):
         self._seq = broadcast.seq
         self.received = 0
         self.skipped = 0
+        self.last_gap = 0  # frames published but not seen between the last two recv() results
 
     async def recv(self) -> Frame:
         if self.readyState != "live":
@@ -165,11 +168,41 @@ class BroadcastTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError
         seq, frame = result
-        if self.received:
-            self.skipped += seq - self._seq - 1
+        self.last_gap = seq - self._seq - 1 if self.received else 0
+        self.skipped += self.last_gap
         self._seq = seq
         self.received += 1
         return frame
+
+
+class KeyframeGatedTrack(BroadcastTrack):
+    """A viewer's view of shared VP8 packets that always starts, and restarts, at a key frame.
+
+    A delta frame only decodes on top of the frames before it. A viewer whose sender starts
+    reading after the join key frame went by (DTLS set-up takes longer than a frame under load),
+    or that skipped a packet because it fell behind, would otherwise decode deltas against a
+    picture it never had: a grey screen until the next key frame, which a shared encoder with no
+    key-frame timer may never send. So deltas are withheld until a key frame, which is requested.
+    """
+
+    def __init__(self, broadcast: FrameBroadcast, request_keyframe: Callable[[], None]) -> None:
+        super().__init__("video", broadcast)
+        self._request_keyframe = request_keyframe
+        self._need_keyframe = True
+        self.withheld = 0  # deltas not sent while waiting for a key frame
+
+    async def recv(self) -> Frame:
+        while True:
+            packet = await super().recv()
+            if self.last_gap:
+                self._need_keyframe = True
+            if not self._need_keyframe:
+                return packet
+            if getattr(packet, "is_keyframe", False):
+                self._need_keyframe = False
+                return packet
+            self.withheld += 1
+            self._request_keyframe()  # idempotent until the encoder runs: one key frame for all
 
 
 async def forward_track(source: MediaStreamTrack, broadcast: FrameBroadcast) -> None:
@@ -229,63 +262,6 @@ class NeutralMasker:
         return None
 
 
-class SharedVp8Encoder:
-    """Encodes each masked frame once for every VP8 consumer.
-
-    aiortc's ``RTCRtpSender`` packetizes an ``av.Packet`` from its track as-is (no re-encode),
-    so N viewers of the masked video cost one encode instead of N. Settings follow aiortc's own
-    VP8 encoder (realtime, no lag); the bitrate is fixed since the viewers' REMB estimates are
-    not merged. Not thread-safe: used from the relay's single conversion thread.
-    """
-
-    def __init__(self, bitrate: int = 1_000_000) -> None:
-        self.bitrate = bitrate
-        self._codec: av.CodecContext | None = None
-        self._keyframe = True
-        self.keyframes = 0
-
-    def request_keyframe(self) -> None:
-        """Make the next packet a keyframe (a viewer joined or reported picture loss)."""
-        self._keyframe = True
-
-    def encode(self, frame: VideoFrame) -> av.Packet | None:
-        codec = self._codec
-        if codec is None or (codec.width, codec.height, codec.time_base) != (
-            frame.width, frame.height, frame.time_base
-        ):
-            # the codec's time base = the frame's, so encoding does not rescale the shared frame's pts
-            self._codec = self._open(frame.width, frame.height, frame.time_base)
-            self._keyframe = True
-        if self._keyframe:
-            frame.pict_type = av.video.frame.PictureType.I
-            self._keyframe = False
-        pts, time_base = frame.pts, frame.time_base
-        data = b"".join(bytes(p) for p in self._codec.encode(frame))
-        frame.pict_type = av.video.frame.PictureType.NONE  # the frame is shared with other consumers
-        if not data:
-            return None
-        packet = av.Packet(data)
-        packet.time_base, packet.pts = time_base, pts
-        if data[0] & 0x01 == 0:  # VP8 frame tag: bit 0 clear = key frame
-            self.keyframes += 1
-        return packet
-
-    def _open(self, width: int, height: int, time_base: fractions.Fraction) -> av.CodecContext:
-        codec = av.CodecContext.create("libvpx", "w")
-        codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-        codec.time_base = time_base
-        codec.bit_rate = self.bitrate
-        codec.gop_size = 3000
-        codec.qmin, codec.qmax = 2, 56
-        codec.options = {
-            "bufsize": str(self.bitrate), "cpu-used": "-6", "deadline": "realtime", "lag-in-frames": "0",
-            "minrate": str(self.bitrate), "maxrate": str(self.bitrate), "noise-sensitivity": "4",
-            "overshoot-pct": "15", "partitions": "0", "static-thresh": "1", "undershoot-pct": "100",
-        }
-        codec.thread_count = 1
-        return codec
-
-
 @dataclass
 class RelayStats:
     frames_in: int = 0
@@ -293,6 +269,7 @@ class RelayStats:
     errors: int = 0
     untracked: int = 0
     waited_for_fresh: int = 0  # overload: a waiting frame swapped for the next one (also in dropped)
+    encode_dropped: int = 0  # masked frames replaced before the encoder got to them (newest wins)
     masker_ms: float = 0.0  # moving averages: the masker alone, and frame arrival → masked frame out
     relay_ms: float = 0.0
 
@@ -309,6 +286,7 @@ class RelayStats:
             "errors": self.errors,
             "untracked": self.untracked,
             "waited_for_fresh": self.waited_for_fresh,
+            "encode_dropped": self.encode_dropped,
             "masker_ms": round(self.masker_ms, 1),
             "relay_ms": round(self.relay_ms, 1),
         }
@@ -320,8 +298,15 @@ MetricsCallback = Callable[[dict], None]
 class MaskingRelay:
     """Masks one patient video source once per frame and broadcasts only the renderings.
 
-    ``masker_factory`` makes the masker on the first ``attach``; ``stop`` closes it.
+    ``masker_factory`` makes the masker on the first ``attach``; ``stop`` closes it. The shared
+    VP8 encode runs as its own stage (own thread, newest frame wins), so masking frame n+1 overlaps
+    encoding frame n instead of waiting for it.
+
+    ``trace_frames`` > 0 keeps, for the last that many frames, the monotonic time of each stage
+    (``TRACE_STAGES``) keyed by the input pts: what the relay benchmark breaks latency down with.
     """
+
+    trace_frames = 0
 
     def __init__(
         self,
@@ -340,6 +325,9 @@ class MaskingRelay:
         self.encoded = FrameBroadcast()  # the same masked frames as VP8 packets, for VP8 viewers
         self.encoder = SharedVp8Encoder()
         self._encode = False
+        self._encode_slot: LatestFrameSlot[tuple[VideoFrame, dict | None]] = LatestFrameSlot()
+        self._encode_loop: asyncio.Task | None = None
+        self.trace: deque[dict] | None = deque(maxlen=self.trace_frames) if self.trace_frames else None
         self.stats = RelayStats()
         self._masker_factory = masker_factory
         self._masker: Masker | None = None
@@ -353,9 +341,10 @@ class MaskingRelay:
         self._last_log = time.monotonic()
         self._slot: LatestFrameSlot[tuple[VideoFrame, float]] = LatestFrameSlot()
         self._tasks = TaskSet(name)
-        # Own thread for pixel-format conversions: the default executor also runs aiortc's encoders,
-        # and waiting behind them would delay every masked frame.
+        # Own threads for pixel-format conversions and for the shared encode: the default executor
+        # also runs aiortc's encoders, and waiting behind them would delay every masked frame.
         self._convert = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmask-relay-convert")
+        self._encode_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmask-relay-encode")
         self._reader: asyncio.Task | None = None
         self._mask_loop: asyncio.Task | None = None
         self._fps = _RateMeter()
@@ -378,11 +367,17 @@ class MaskingRelay:
         """A new consumer track of the masked video (decoded frames; the consumer encodes)."""
         return BroadcastTrack("video", self.output)
 
-    def subscribe_encoded(self) -> BroadcastTrack:
-        """A new consumer track of the masked video as VP8 packets, encoded once for all."""
+    def subscribe_encoded(self) -> KeyframeGatedTrack:
+        """A new consumer track of the masked video as VP8 packets, encoded once for all.
+
+        The track starts at a key frame (requested now, and again when its sender first reads
+        if the join key frame has gone by) and restarts at one after any skipped packet.
+        """
         self._encode = True
-        self.encoder.request_keyframe()  # the new viewer can only start decoding at a keyframe
-        return BroadcastTrack("video", self.encoded)
+        self.encoder.request_keyframe()
+        if self._encode_loop is None and not self._stopped:
+            self._encode_loop = self._tasks.spawn(self._run_encode_loop(), "encode")
+        return KeyframeGatedTrack(self.encoded, self.encoder.request_keyframe)
 
     def attach(self, source: MediaStreamTrack) -> None:
         """Start masking ``source`` (a new source replaces the previous one)."""
@@ -402,6 +397,7 @@ class MaskingRelay:
             return
         self._stopped = True
         self._slot.close()
+        self._encode_slot.close()
         self.output.close()
         self.encoded.close()
         await self._tasks.cancel_all()
@@ -411,13 +407,14 @@ class MaskingRelay:
             except Exception:
                 logger.exception("%s: closing the masker failed", self.name)
         self._convert.shutdown(wait=False)
+        self._encode_thread.shutdown(wait=False)
         self._log_counts()
 
     async def _read(self, source: MediaStreamTrack) -> None:
         try:
             while True:
                 frame = await source.recv()
-                now = time.perf_counter()
+                now = time.monotonic()
                 if self._last_arrival is not None:
                     self._interval_s += 0.1 * (now - self._last_arrival - self._interval_s)
                 self._last_arrival = now
@@ -442,26 +439,28 @@ class MaskingRelay:
                 continue
             self._showing_neutral = False
             frame, arrived = await self._fresher(*frame)
-            await self._publish(await self._mask(frame))
-            self.stats.timed(self._last_masker_s, time.perf_counter() - arrived)
+            record = self._trace_record(frame, arrived)
+            await self._publish(await self._mask(frame, record), record)
+            self.stats.timed(self._last_masker_s, time.monotonic() - arrived)
             self.stats.frames_out += 1
             self._fps.tick()
             if time.monotonic() - self._last_log >= self._log_interval:
                 self._log_counts()
 
-    async def _mask(self, frame: VideoFrame) -> VideoFrame:
+    async def _mask(self, frame: VideoFrame, record: dict | None = None) -> VideoFrame:
         size = (frame.width, frame.height)
         self._last_size = size
         time_base = self._last_time_base = frame.time_base or _TIME_BASE
         pts = self._output_pts(frame.pts if frame.pts is not None else 0)
         timestamp = float(pts * time_base)
+        _mark(record, "pts_out", pts)
         try:
             rgb = await self._in_thread(frame_to_rgb, frame)
-            started = time.perf_counter()
+            started = _mark(record, "rgb")
             try:
                 masked = await self._masker.process(rgb, timestamp)
             finally:
-                self._last_masker_s = time.perf_counter() - started
+                self._last_masker_s = _mark(record, "masked") - started
             image = self._checked(masked, rgb)
             metrics = masked.metrics
         except asyncio.CancelledError:
@@ -476,7 +475,9 @@ class MaskingRelay:
         if not metrics.tracked:
             self.stats.untracked += 1
         self._send_metrics(metrics)
-        return await self._in_thread(self._video_frame, image, pts, time_base)
+        out = await self._in_thread(self._video_frame, image, pts, time_base)
+        _mark(record, "yuv")
+        return out
 
     async def _in_thread(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._convert, partial(fn, *args, **kwargs))
@@ -490,7 +491,7 @@ class MaskingRelay:
         """
         interval = self._interval_s
         overloaded = self.stats.frames_out > 10 and self.stats.masker_ms / 1000.0 > interval
-        age = time.perf_counter() - arrived
+        age = time.monotonic() - arrived
         if not overloaded or age <= self.fresh_fraction * interval or age >= interval:
             return frame, arrived
         try:
@@ -505,12 +506,28 @@ class MaskingRelay:
         self.stats.waited_for_fresh += 1
         return newer
 
-    async def _publish(self, frame: VideoFrame) -> None:
+    async def _publish(self, frame: VideoFrame, record: dict | None = None) -> None:
         self.output.publish(frame)
         if self._encode:
-            packet = await self._in_thread(self.encoder.encode, frame)
+            self._encode_slot.put((frame, record))
+            self.stats.encode_dropped = self._encode_slot.dropped
+
+    async def _run_encode_loop(self) -> None:
+        """The shared encode stage: newest masked frame → VP8 packet → ``encoded`` broadcast."""
+        loop = asyncio.get_running_loop()
+        while (item := await self._encode_slot.get()) is not None:
+            frame, record = item
+            packet = await loop.run_in_executor(self._encode_thread, self.encoder.encode, frame)
+            _mark(record, "encoded")
             if packet is not None:
                 self.encoded.publish(packet)
+
+    def _trace_record(self, frame: VideoFrame, arrived: float) -> dict | None:
+        if self.trace is None:
+            return None
+        record = {"pts_in": frame.pts, "arrived": arrived, "picked": time.monotonic()}
+        self.trace.append(record)
+        return record
 
     def _ended_frame(self) -> VideoFrame:
         pts = self._last_pts + 3000 if self._last_pts is not None else 0
@@ -567,6 +584,15 @@ class MaskingRelay:
 
 _TIME_BASE = fractions.Fraction(1, 90000)
 _SOURCE_ENDED: Any = object()
+TRACE_STAGES = ("arrived", "picked", "rgb", "masked", "yuv", "encoded")
+
+
+def _mark(record: dict | None, name: str, value: float | None = None) -> float:
+    """Store ``value`` (default: now, monotonic) under ``name`` in a trace record; returns it."""
+    value = time.monotonic() if value is None else value
+    if record is not None:
+        record[name] = value
+    return value
 
 
 class _RateMeter:

@@ -187,6 +187,76 @@ def test_encoded_fan_out_one_encode_shared_keyframe_on_request():
     run(body())
 
 
+class ChangingAvatarMasker(NeutralMasker):
+    """A tracked 'avatar' whose colour changes every frame, so every delta frame carries change."""
+
+    async def process(self, image: np.ndarray, timestamp: float) -> MaskedFrame:
+        self.calls += 1
+        height, width = image.shape[:2]
+        state = AvatarState(tracked=True, image_size=(width, height), timestamp=timestamp)
+        colour = (10, 200, 30 + 10 * (self.calls % 8))
+        return MaskedFrame(flat_frame((width, height), colour), state, OcularMetrics(timestamp, True))
+
+
+async def wait_published(broadcast: FrameBroadcast, count: int) -> None:
+    target = broadcast.seq + count
+    while broadcast.seq < target:
+        await asyncio.sleep(0.005)
+
+
+def decodes_to_avatar(packets) -> bool:
+    """A fresh decoder (a new viewer) turns the packets into green avatar frames."""
+    from aiortc.codecs import get_decoder
+    from aiortc.jitterbuffer import JitterFrame
+
+    decoder = get_decoder(VP8)
+    for packet in packets:
+        frames = decoder.decode(JitterFrame(bytes(packet), packet.pts))
+        if len(frames) != 1 or abs(rgb(frames[0])[..., 1].astype(int).mean() - 200) > 8:
+            return False
+    return True
+
+
+def test_late_viewer_of_shared_encoder_starts_at_a_keyframe():
+    """The join key frame went by before the viewer's sender read (DTLS set-up under load):
+    the viewer must still start at a key frame, never a delta against a picture it never had."""
+
+    async def body():
+        relay = MaskingRelay(ChangingAvatarMasker, name="test")
+        early = relay.subscribe_encoded()
+        relay.attach(ListTrack(video_frames(40), interval_s=0.02, hold=True))
+        early_packets = [await early.recv() for _ in range(3)]
+        late = relay.subscribe_encoded()
+        await wait_published(relay.encoded, 3)  # the join key frame is no longer the newest packet
+        late_packets = [await late.recv() for _ in range(4)]
+        early_packets += [await early.recv() for _ in range(2)]
+        await relay.stop()
+        assert late_packets[0].is_keyframe and bytes(late_packets[0])[0] & 1 == 0
+        assert late.withheld >= 1  # deltas were held back until the key frame
+        assert not any(p.is_keyframe for p in late_packets[1:])  # then deltas flow again
+        assert decodes_to_avatar(late_packets)
+        assert early_packets[0].is_keyframe and decodes_to_avatar(early_packets)
+
+    run(body())
+
+
+def test_viewer_that_skips_a_packet_resumes_at_a_keyframe():
+    async def body():
+        relay = MaskingRelay(ChangingAvatarMasker, name="test")
+        viewer = relay.subscribe_encoded()
+        relay.attach(ListTrack(video_frames(40), interval_s=0.02, hold=True))
+        before = [await viewer.recv() for _ in range(3)]
+        await wait_published(relay.encoded, 3)  # the viewer fell behind: packets went by unseen
+        after = [await viewer.recv() for _ in range(3)]
+        await relay.stop()
+        assert before[0].is_keyframe and not before[1].is_keyframe
+        assert viewer.skipped >= 2
+        assert after[0].is_keyframe  # a delta after a gap would decode against the wrong picture
+        assert decodes_to_avatar(after)
+
+    run(body())
+
+
 def test_reader_drains_while_masker_is_slow():
     async def body():
         masker = AvatarMasker(delay_s=0.05)

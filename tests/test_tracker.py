@@ -149,6 +149,35 @@ def test_same_state_for_two_different_people():
     assert errors[0] < 0.15 and errors[1] < 2.0
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_first_frame_shows_no_identity(seed):
+    """One frame of a new face (a photo): its shape goes to the private shape, not to the expression."""
+    truth = _state(pose=(8, -5, 3), lids=[[0.9, 1.0], [1.0, 1.1]], gaze=[[5, -3], [4, -3]])
+    out = FaceTracker().update(_landmarks(truth, _synthetic_person(seed)), 0.0)
+    assert out.tracked
+    assert np.abs(out.expression).max() < 0.1  # was up to 3.8 before the first-frame settle
+    assert out.head_pose_deg == pytest.approx(truth.head_pose_deg, abs=0.5)
+    assert np.abs(out.eyelids - truth.eyelids).max() < 0.05
+    assert np.abs(out.gaze_deg - truth.gaze_deg).max() < 1.0
+
+
+def test_expression_follows_from_the_second_frame():
+    """After the first frame defines neutral, changing expressions are followed at once."""
+    person, tracker = _synthetic_person(2), FaceTracker()
+    truths, outs = [], []
+    for frame in range(60):
+        t = frame / 30
+        expression = np.sin(2 * np.pi * t + np.arange(K)) * (frame > 0)
+        truth = _state(pose=(5 * np.sin(t), 3, 0), expression=expression)
+        state = tracker.update(_landmarks(truth, person), t)
+        truths.append(expression)
+        outs.append(state.expression)
+    truths, outs = np.array(truths), np.array(outs)
+    assert np.abs(outs[0]).max() < 0.1
+    assert np.corrcoef(outs[1:10].ravel(), truths[1:10].ravel())[0, 1] > 0.8
+    assert np.corrcoef(outs[10:].ravel(), truths[10:].ravel())[0, 1] > 0.93
+
+
 def _sign_state(frame: int, gaze_offset=((0.0, 0.0), (0.0, 0.0)), lids=None) -> AvatarState:
     """Head and conjugate eye motion with a constant per-eye sign (gaze offset, lids) from frame 0.
 

@@ -272,7 +272,15 @@ def rendered_gaze_check() -> dict:
                         x0, y0 = (centre - 2 * radius).astype(int)
                         x1, y1 = (centre + 2 * radius).astype(int)
                         region = image[y0:y1, x0:x1]
-                        mask = (region[..., 2] > region[..., 0] + 25) | (region.max(-1) < 40)
+                        blue = region[..., 2] > region[..., 0] + 25
+                        if not blue.any():
+                            continue
+                        # The pupil is dark; so is the lash line: only dark pixels among the blue
+                        # ones' bounding box belong to the iris.
+                        ys, xs = np.nonzero(blue)
+                        inside = np.zeros_like(blue)
+                        inside[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+                        mask = blue | ((region.max(-1) < 40) & inside)
                         # The corneal highlight lies on the iris/pupil: count it as iris (fill holes).
                         mask = binary_fill_holes(mask)
                         _, rotation, _ = fm.eyeball_pose(model, state, eye)

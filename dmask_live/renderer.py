@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from dmask_live import shaders
+from dmask_live import avatar_head, eye_detail, shaders
 from dmask_live.types import AvatarState
 
 log = logging.getLogger(__name__)
@@ -34,15 +34,6 @@ PUPIL = (0.04, 0.04, 0.05)
 MOUTH_INSIDE = (0.22, 0.09, 0.09)
 EYE_SOCKET = (0.82, 0.70, 0.67)  # conjunctiva: what shows where the eyeball does not reach the corners
 CLOSED_LID = tuple(0.78 * c for c in SKIN)  # where closed lid margins meet (reads as a lash line)
-UPPER_LASH = (0.16, 0.11, 0.10)
-LOWER_LASH = (0.50, 0.36, 0.32)
-# Lash-line width as a fraction of the eye's corner-to-corner width. Real lids have a dark lash
-# line; without it a closed eye is featureless skin and landmark networks see it as open.
-# Measured with the landmark networks: the iris model puts the upper lid margin up into a dark band
-# above the eye, so a wider lash line reads as a higher lid (a ptosis looks milder; at openness 0.6
-# the margin read 2.0 px high with 0.075, 1.6 px with 0.05). 0.05 still makes blinks readable.
-UPPER_LASH_WIDTH = 0.05
-LOWER_LASH_WIDTH = 0.03
 CLOSED_OPENNESS = 0.04  # both lids of an eye below this openness: the eye is closed
 GLYPH: Colour = (112, 120, 132)  # "face not found" outline
 
@@ -127,37 +118,6 @@ def disc(segments: int = EYE_SEGMENTS) -> tuple[np.ndarray, np.ndarray]:
     return verts, _fan(segments)
 
 
-def _ribbon_triangles(lengths: list[int]) -> np.ndarray:
-    """Triangles of ribbons stored as (inner, outer) vertex pairs, one ribbon per length."""
-    tris, base = [], 0
-    for n in lengths:
-        for i in range(n - 1):
-            a, b, c, d = base + 2 * i, base + 2 * i + 1, base + 2 * i + 2, base + 2 * i + 3
-            tris += [(a, b, c), (b, d, c)]
-        base += 2 * n
-    return np.asarray(tris, np.int32)
-
-
-def _lash_ribbons(margins: np.ndarray, eye_centres: np.ndarray, widths: np.ndarray,
-                  lifts: np.ndarray) -> np.ndarray:
-    """(R, n, 2, 3) ribbons along R lid margins (R, n, 3): inner edge on the margin (lifted toward
-    the camera by ``lifts`` (R, 3)), outer edge ``widths`` (R,) px away from the eye, tapered."""
-    xy = margins[..., :2]
-    tangent = np.empty_like(xy)
-    tangent[:, 1:-1] = xy[:, 2:] - xy[:, :-2]
-    tangent[:, 0], tangent[:, -1] = xy[:, 1] - xy[:, 0], xy[:, -1] - xy[:, -2]
-    normal = np.stack([-tangent[..., 1], tangent[..., 0]], -1)
-    normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-9)
-    mid = margins.shape[1] // 2  # the margin's middle decides which side is away from the eye
-    outward = np.where(np.sum(normal[:, mid] * (xy[:, mid] - eye_centres), -1) >= 0.0, 1.0, -1.0)
-    taper = 0.35 + 0.65 * np.sin(np.linspace(0.0, np.pi, margins.shape[1]))
-    out = np.empty(margins.shape[:2] + (2, 3))
-    out[:, :, 0] = margins + lifts[:, None, :]
-    out[:, :, 1] = out[:, :, 0]
-    out[:, :, 1, :2] += normal * (outward * widths)[:, None, None] * taper[None, :, None]
-    return out
-
-
 def _check_state(state: AvatarState) -> None:
     """A tracked state must be finite with a positive scale (else the pipeline fails closed)."""
     for name in ("head_pose_deg", "translation", "expression", "eyelids", "gaze_deg"):
@@ -235,19 +195,16 @@ class AvatarRenderer:
         self._eye_rings = [np.asarray(r, np.int64) for r in m.eye_ring]
         # eye_ring: lower margin outer→inner corner (0..8), then the upper margin back (9..15).
         self._ring_index = np.stack(self._eye_rings)
-        upper = [np.concatenate([r[8:], r[:1]]) for r in self._eye_rings]
-        lower = [r[:9] for r in self._eye_rings]
-        self._lash_margins = np.stack(upper + lower)  # (4, 9): upper OD, upper OS, lower OD, lower OS
-        self._lash_eye = np.array([0, 1, 0, 1])
-        self._lash_width = np.array([UPPER_LASH_WIDTH] * 2 + [LOWER_LASH_WIDTH] * 2)
-        # The upper lash sits a little further toward the camera so it wins where the margins meet.
-        self._lash_lift = np.array([0.05, 0.05, 0.02, 0.02])
+        self._head_verts, self._head_normals, head_colours, self._head_tris = avatar_head.ellipsoid_meshes()
+        self._head_colours = head_colours
         mouth = verts[self._mouth_ring]
         self._mouth_depth = 0.35 * float(np.ptp(mouth[:, 0]))  # model units behind the lips
         self._socket_depth = 1.3 * float(m.eyeball_radius)
         extent = np.linalg.norm(verts - verts.mean(0), axis=1).max()
         self._model_radius = float(extent + 2.0 * m.eyeball_radius)
+        # Centre placement frames the head from the skull's top to the chin (the neck runs on).
         lo, hi = verts.min(0), verts.max(0)
+        lo[1] = min(lo[1], float(self._head_verts[:, 1].min()))
         self._model_centre = (lo + hi) / 2.0
         self._model_height = float(hi[1] - lo[1])
 
@@ -257,7 +214,8 @@ class AvatarRenderer:
         self._skin_prog = ctx.program(vertex_shader=shaders.SKIN_VS, fragment_shader=shaders.SKIN_FS)
         self._eye_prog = ctx.program(vertex_shader=shaders.EYE_VS, fragment_shader=shaders.EYE_FS)
         self._flat_prog = ctx.program(vertex_shader=shaders.FLAT_VS, fragment_shader=shaders.FLAT_FS)
-        for prog in (self._skin_prog, self._eye_prog, self._flat_prog):
+        self._ribbon_prog = ctx.program(vertex_shader=shaders.RIBBON_VS, fragment_shader=shaders.RIBBON_FS)
+        for prog in self._programs():
             prog["viewport"].value = (float(self.width), float(self.height))
         for prog in (self._skin_prog, self._eye_prog):
             prog["light_dir"].value = _LIGHT
@@ -276,6 +234,15 @@ class AvatarRenderer:
             self._skin_prog,
             [(self._skin_vbo, "3f 3f", "in_pos", "in_normal"), (self._colour_vbo, "3f", "in_color")],
             index_buffer=self._skin_ibo,
+        )
+        # Skull and neck (avatar_head): drawn with the skin program, positions+normals per frame.
+        self._head_vbo = ctx.buffer(reserve=len(self._head_verts) * 6 * 4, dynamic=True)
+        self._head_colour_vbo = ctx.buffer(self._head_colours.tobytes())
+        self._head_ibo = ctx.buffer(self._head_tris.tobytes())
+        self._head_vao = ctx.vertex_array(
+            self._skin_prog,
+            [(self._head_vbo, "3f 3f", "in_pos", "in_normal"), (self._head_colour_vbo, "3f", "in_color")],
+            index_buffer=self._head_ibo,
         )
         sphere_v, sphere_t = uv_sphere(hole=float(np.arcsin(min(m.iris_radius / m.eyeball_radius, 1.0))))
         self._sphere_vbo = ctx.buffer(sphere_v.tobytes())
@@ -299,16 +266,17 @@ class AvatarRenderer:
             ibo = ctx.buffer(_fan(len(ring)).tobytes())
             vao = ctx.vertex_array(self._flat_prog, [(vbo, "3f", "in_pos")], index_buffer=ibo)
             self._fills.append((ring, colour, vbo, vao))
-        # Lash lines: ribbons along the upper and lower lid margins of both eyes, one buffer;
-        # the upper ribbons (dark) and the lower ones (lighter) are drawn with their own colour.
-        count = self._lash_margins.shape[1]
-        self._lash_vbo = ctx.buffer(reserve=4 * count * 2 * 3 * 4, dynamic=True)
-        self._lashes = []
-        for first, colour in [(0, UPPER_LASH), (2, LOWER_LASH)]:
-            tris = _ribbon_triangles([count, count]) + first * count * 2
-            ibo = ctx.buffer(tris.astype(np.int32).tobytes())
-            vao = ctx.vertex_array(self._flat_prog, [(self._lash_vbo, "3f", "in_pos")], index_buffer=ibo)
-            self._lashes.append((colour, ibo, vao))
+        # Eye detail (lash lines, lid shadow, crease): one buffer of RGBA ribbons, one draw call.
+        tris = eye_detail.ribbon_triangles(eye_detail.STYLES)
+        self._ribbon_vbo = ctx.buffer(reserve=(int(tris.max()) + 1) * 7 * 4, dynamic=True)
+        self._ribbon_ibo = ctx.buffer(tris.tobytes())
+        self._ribbon_vao = ctx.vertex_array(
+            self._ribbon_prog, [(self._ribbon_vbo, "3f 4f", "in_pos", "in_rgba")],
+            index_buffer=self._ribbon_ibo,
+        )
+
+    def _programs(self) -> tuple:
+        return (self._skin_prog, self._eye_prog, self._flat_prog, self._ribbon_prog)
 
     # ----------------------------------------------------------------- public
     def render(self, state: AvatarState) -> np.ndarray:
@@ -333,7 +301,7 @@ class AvatarRenderer:
         backward = backward * out_scale
 
         depth_half_range = self._model_radius * state.scale * float(out_scale.max()) * 2.0 + 1.0
-        for prog in (self._skin_prog, self._eye_prog, self._flat_prog):
+        for prog in self._programs():
             prog["depth_half_range"].value = depth_half_range
 
         fbo = self._fbo
@@ -341,13 +309,14 @@ class AvatarRenderer:
         self.ctx.enable_only(self.ctx.DEPTH_TEST)
         bg = tuple(c / 255.0 for c in self.background)
         fbo.clear(bg[0], bg[1], bg[2], 1.0, depth=1.0)
+        self._draw_head(state, out_scale)
         self._skin_vao.render()
         closed = np.asarray(state.eyelids, np.float64).reshape(2, 2).max(axis=1) < CLOSED_OPENNESS
         self._draw_fills(verts, backward, closed)
-        self._draw_lashes(verts, backward)
         for eye in (0, 1):
             if not closed[eye]:
                 self._draw_eyeball(state, eye, out_scale)
+        self._draw_eye_detail(verts, backward)
         frame = np.empty((self.height, self.width, 3), np.uint8)
         fbo.read_into(frame, components=3, alignment=1)
         return frame
@@ -378,8 +347,6 @@ class AvatarRenderer:
         objects = [v for k, v in vars(self).items() if k != "ctx" and hasattr(v, "mglo")]
         for _, _, vbo, vao in getattr(self, "_fills", []):
             objects += [vao, vbo]
-        for _, ibo, vao in getattr(self, "_lashes", []):
-            objects += [vao, ibo]
         return objects
 
     def __enter__(self) -> AvatarRenderer:
@@ -392,7 +359,7 @@ class AvatarRenderer:
     def _placed_state(self, state: AvatarState) -> tuple[AvatarState, np.ndarray]:
         """The state to pose with, and the per-axis factor from its image space to the output."""
         if self.placement == "centre":
-            scale = 0.62 * self.height / max(self._model_height, 1e-9)
+            scale = 0.8 * self.height / max(self._model_height, 1e-9)
             centre = np.array([self.width / 2.0, self.height / 2.0])
             translation = centre - scale * self._model_centre[:2]
             placed = dataclasses.replace(
@@ -404,17 +371,33 @@ class AvatarRenderer:
         sx, sy = self.width / float(src_w), self.height / float(src_h)
         return state, np.array([sx, sy, 0.5 * (sx + sy)])
 
-    def _draw_lashes(self, verts: np.ndarray, backward: np.ndarray) -> None:
-        rings = verts[self._ring_index]  # (2, 16, 3)
-        eye_width = np.linalg.norm(rings[:, 0, :2] - rings[:, 8, :2], axis=1)[self._lash_eye]
+    def _draw_eye_detail(self, verts: np.ndarray, backward: np.ndarray) -> None:
+        """Blended ribbons over skin and eyeballs, depth-tested (a nose in front hides them)."""
         towards_camera = -backward / max(float(np.linalg.norm(backward)), 1e-9)
-        lifts = towards_camera[None, :] * (self._lash_lift * eye_width)[:, None]
-        centres = rings[:, :, :2].mean(1)[self._lash_eye]
-        ribbons = _lash_ribbons(verts[self._lash_margins], centres, self._lash_width * eye_width, lifts)
-        self._lash_vbo.write(ribbons.astype(np.float32).tobytes())
-        for colour, _, vao in self._lashes:
-            self._flat_prog["color"].value = colour
-            vao.render()
+        ribbons = eye_detail.ribbon_vertices(verts, self._ring_index, towards_camera, eye_detail.STYLES)
+        self._ribbon_vbo.write(ribbons.tobytes())
+        ctx = self.ctx
+        ctx.enable(ctx.BLEND)
+        ctx.blend_func = ctx.SRC_ALPHA, ctx.ONE_MINUS_SRC_ALPHA
+        ctx.depth_mask = False
+        self._ribbon_vao.render()
+        ctx.depth_mask = True
+        ctx.disable(ctx.BLEND)
+
+    def _draw_head(self, state: AvatarState, out_scale: np.ndarray) -> None:
+        """Skull and neck: rigid with the head (pose only), behind everything drawn after."""
+        verts = self._fm.project(self._head_verts, state) * out_scale
+        normals = (self._head_normals @ self._fm.rotation_matrix(state.head_pose_deg).T) / out_scale
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+        self._head_vbo.write(np.hstack([verts, normals]).astype(np.float32).tobytes())
+        # Drawn first, culled (convex parts need no depth test), without depth writes: the face
+        # drawn next always covers it, so the skull can never show through the face.
+        ctx = self.ctx
+        ctx.enable(ctx.CULL_FACE)
+        ctx.disable(ctx.DEPTH_TEST)
+        self._head_vao.render()
+        ctx.enable(ctx.DEPTH_TEST)
+        ctx.disable(ctx.CULL_FACE)
 
     def _draw_fills(self, verts: np.ndarray, backward: np.ndarray, closed: np.ndarray) -> None:
         """Mouth interior and eye sockets behind the rings; a closed eye gets a lid-coloured cap.

@@ -185,11 +185,16 @@ def test_head_position_follows_translation(renderer):
 
 
 def test_avatar_overlays_the_projected_model(renderer):
-    """Orthographic projection matches posed_vertices: the nose tip lands on its pixel."""
+    """Orthographic projection matches posed_vertices (face) and project() (skull, neck): the
+    drawn avatar spans exactly the projected geometry."""
+    from dmask_live import avatar_head
+
     state = frontal(head_pose_deg=[20.0, -10.0, 8.0], translation=[300.0, 260.0])
     image = renderer.render(state)
     mask = np.any(image != BACKGROUND, axis=-1)
-    posed = fm.posed_vertices(fm.load_face_model(), state)
+    head = fm.project(avatar_head.ellipsoid_meshes()[0], state)
+    posed = np.vstack([fm.posed_vertices(fm.load_face_model(), state), head])
+    posed[:, 1] = np.clip(posed[:, 1], 0, H - 1)  # the neck runs out of the frame
     x0, y0 = posed[:, :2].min(0)
     x1, y1 = posed[:, :2].max(0)
     ys, xs = np.nonzero(mask)
@@ -229,9 +234,11 @@ def test_centre_placement_normalises_position_and_size():
         a = renderer.render(frontal(translation=[100.0, 100.0]))
         b = renderer.render(dataclasses.replace(frontal(translation=[500.0, 400.0]), scale=40.0))
     assert np.array_equal(a, b)
-    face = np.any(a != BACKGROUND, axis=-1)
-    assert centroid(face) == pytest.approx([160.0, 120.0], abs=12.0)
-    assert 0.5 * 240 < np.ptp(np.nonzero(face)[0]) < 0.7 * 240
+    head = np.any(a != BACKGROUND, axis=-1)
+    rows, cols = np.nonzero(head)
+    assert cols.mean() == pytest.approx(160.0, abs=6.0)
+    assert 0.05 * 240 < rows.min() < 0.15 * 240  # the skull's top, with a margin
+    assert a[120, 160].astype(int)[0] > 120  # skin at the frame centre
 
 
 def test_release_is_idempotent_and_final():

@@ -114,3 +114,25 @@ uniform vec3 color;
 out vec4 f_color;
 void main() { f_color = vec4(color, 1.0); }
 """
+
+# Soft eye-region ribbons (lash lines, lid shadow, crease): per-vertex RGBA, blended over the face.
+RIBBON_VS = """
+#version 330
+uniform vec2 viewport;
+uniform float depth_half_range;
+in vec3 in_pos;
+in vec4 in_rgba;
+out vec4 v_rgba;
+void main() {
+    gl_Position = vec4(in_pos.x / viewport.x * 2.0 - 1.0, in_pos.y / viewport.y * 2.0 - 1.0,
+                       clamp(in_pos.z / depth_half_range, -1.0, 1.0), 1.0);
+    v_rgba = in_rgba;
+}
+"""
+
+RIBBON_FS = """
+#version 330
+in vec4 v_rgba;
+out vec4 f_color;
+void main() { f_color = v_rgba; }
+"""

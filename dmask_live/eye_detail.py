@@ -1,0 +1,121 @@
+"""Soft eye-region detail of the avatar: lash lines, lid shadow and the upper-lid crease.
+
+Landmark networks were trained on real eyes: they find a lid margin where a dark lash line runs
+along it, an eye corner where the lash line and the white of the eye end, and they expect the
+upper lid to shade the top of the eyeball. Without these cues they read a drooping lid as higher
+than it is and the outer corner as nearer the nose. Every detail here is a ribbon laid along the
+model's own lid loops (posed mesh vertices), so it goes where the state puts the lids: canonical,
+identical for every patient, nothing taken from an input image.
+
+A ribbon is rows of vertices offset from its loop along the loop's outward normal (away from the
+eye), in eye widths, each row with its own RGBA; the renderer blends them over the drawn face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Rgba = tuple[float, float, float, float]
+
+# Lid loops of one eye as positions in the model's eye_ring (lower margin outer→inner corner at
+# 0..8, upper margin back at 9..15), ordered from the inner corner to the outer one.
+UPPER_MARGIN = (8, 9, 10, 11, 12, 13, 14, 15, 0)
+LOWER_MARGIN = (8, 7, 6, 5, 4, 3, 2, 1, 0)
+# The upper-lid crease: MediaPipe mesh points of the skin loop above the upper margin, inner→outer.
+CREASE_MESH = ((243, 190, 56, 28, 27, 29, 30, 247, 130), (463, 414, 286, 258, 257, 259, 260, 467, 359))
+
+
+@dataclass(frozen=True)
+class RibbonStyle:
+    """One ribbon: which loop, its rows (offset in eye widths, + = away from the eye; colour)."""
+
+    loop: str  # "upper", "lower" (lid margins) or "crease"
+    rows: tuple[tuple[float, Rgba], ...]
+    corner_width: float  # width at the eye corners relative to the widest point
+    widest_at: float  # where the ribbon is widest, 0 = inner corner .. 1 = outer corner
+    lift: float  # toward the camera, eye widths: wins the depth test against the lid skin
+    inside_limit: float = 0.9  # rows inside the eye reach at most this fraction of the aperture
+
+
+LASH = (0.16, 0.11, 0.10)
+LOWER_LASH = (0.45, 0.32, 0.29)
+LID_SHADOW = (0.28, 0.2, 0.18)
+CREASE = (0.52, 0.38, 0.33)
+
+STYLES = (
+    # Upper lid's shadow on the eyeball, fading down from the margin.
+    RibbonStyle("upper", ((0.0, (*LID_SHADOW, 0.55)), (-0.07, (*LID_SHADOW, 0.0))), 0.5, 0.5, 0.06),
+    # Upper lash line: dark on the margin, soft edges, widest toward the outer corner.
+    RibbonStyle("upper", ((-0.012, (*LASH, 0.0)), (0.0, (*LASH, 1.0)), (0.035, (*LASH, 1.0)),
+                          (0.06, (*LASH, 0.0))), 0.3, 0.65, 0.06),
+    RibbonStyle("lower", ((-0.008, (*LOWER_LASH, 0.0)), (0.0, (*LOWER_LASH, 0.9)),
+                          (0.02, (*LOWER_LASH, 0.9)), (0.035, (*LOWER_LASH, 0.0))), 0.4, 0.55, 0.03),
+    RibbonStyle("crease", ((-0.035, (*CREASE, 0.0)), (0.0, (*CREASE, 0.45)), (0.05, (*CREASE, 0.0))),
+                0.2, 0.5, 0.08),
+)
+LOOP_POINTS = 9
+
+
+def taper(count: int, corner_width: float, widest_at: float) -> np.ndarray:
+    """(count,) width profile along a loop: ``corner_width`` at both ends, 1 at ``widest_at``."""
+    s = np.linspace(0.0, 1.0, count)
+    power = np.log(0.5) / np.log(min(max(widest_at, 0.05), 0.95))
+    return corner_width + (1.0 - corner_width) * np.sin(np.pi * s ** power)
+
+
+def ribbon_triangles(styles=STYLES, count: int = LOOP_POINTS, eyes: int = 2) -> np.ndarray:
+    """Triangles (M, 3) int32 of all ribbons, vertices laid out as :func:`ribbon_vertices` does."""
+    tris, base = [], 0
+    for _ in range(eyes):
+        for style in styles:
+            rows = len(style.rows)
+            grid = base + np.arange(rows * count).reshape(rows, count)
+            a, b = grid[:-1, :-1].ravel(), grid[:-1, 1:].ravel()
+            c, d = grid[1:, :-1].ravel(), grid[1:, 1:].ravel()
+            tris.append(np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)]))
+            base += rows * count
+    return np.concatenate(tris).astype(np.int32)
+
+
+def _outward_normals(loop: np.ndarray, eye_centre: np.ndarray) -> np.ndarray:
+    """(n, 2) unit normals of a 2-D polyline, on the side away from ``eye_centre``."""
+    tangent = np.gradient(loop, axis=0)
+    normal = np.stack([-tangent[:, 1], tangent[:, 0]], 1)
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
+    side = np.sign(np.sum(normal * (loop - eye_centre), axis=1, keepdims=True))
+    middle = side[len(side) // 2]
+    return normal * (middle if middle != 0 else 1.0)
+
+
+def ribbon_vertices(verts: np.ndarray, eye_rings: np.ndarray, towards_camera: np.ndarray,
+                    styles=STYLES) -> np.ndarray:
+    """(N, 7) float32 vertices (x, y, z, r, g, b, a) of every ribbon of both eyes.
+
+    ``verts``: posed vertices (V, 3) in image pixels; ``eye_rings``: (2, 16) vertex indices of the
+    lid margin loops; ``towards_camera``: unit vector (3,) from the face toward the camera.
+    """
+    out = []
+    for eye in range(2):
+        ring = verts[eye_rings[eye]]
+        loops = {"upper": ring[list(UPPER_MARGIN)], "lower": ring[list(LOWER_MARGIN)],
+                 "crease": verts[list(CREASE_MESH[eye])]}
+        width = float(np.linalg.norm(ring[0, :2] - ring[8, :2]))
+        centre = ring[:, :2].mean(0)
+        aperture = np.linalg.norm(loops["upper"][:, :2] - loops["lower"][:, :2], axis=1)
+        for style in styles:
+            loop = loops[style.loop]
+            normal = _outward_normals(loop[:, :2], centre)
+            profile = taper(len(loop), style.corner_width, style.widest_at) * width
+            lifted = loop + towards_camera * (style.lift * width)
+            for offset, rgba in style.rows:
+                distance = offset * profile
+                if offset < 0.0 and style.loop != "crease":
+                    distance = np.maximum(distance, -style.inside_limit * aperture)
+                row = np.empty((len(loop), 7))
+                row[:, :3] = lifted
+                row[:, :2] += normal * distance[:, None]
+                row[:, 3:] = rgba
+                out.append(row)
+    return np.concatenate(out).astype(np.float32)

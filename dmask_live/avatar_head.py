@@ -18,7 +18,7 @@ import numpy as np
 # the chin (z 0.8) and the jaw (z ~4.9 at x ±5.5), so the face hides its top.
 HEAD_PARTS = (  # drawn in this order (no depth test among them): the neck behind the skull
     ((0.0, 11.0, 5.2), (5.0, 9.0, 4.6), (0.78, 0.62, 0.53)),
-    ((0.0, -4.5, 7.8), (7.6, 10.5, 9.6), (0.84, 0.68, 0.58)),
+    ((0.0, -4.5, 7.8), (7.6, 10.5, 9.6), (0.95, 0.77, 0.66)),
 )
 
 

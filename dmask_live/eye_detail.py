@@ -37,6 +37,9 @@ class RibbonStyle:
     widest_at: float  # where the ribbon is widest, 0 = inner corner .. 1 = outer corner
     lift: float  # toward the camera, eye widths: wins the depth test against the lid skin
     inside_limit: float = 0.9  # rows inside the eye reach at most this fraction of the aperture
+    # Opacity of the rows as the eye narrows to a slit: the lids shade a narrow opening more (what
+    # little eyeball shows in a slit is in the lids' shadow). None: constant.
+    slit_alpha: float | None = None
 
 
 LASH = (0.16, 0.11, 0.10)
@@ -46,7 +49,8 @@ CREASE = (0.52, 0.38, 0.33)
 
 STYLES = (
     # Upper lid's shadow on the eyeball, fading down from the margin.
-    RibbonStyle("upper", ((0.0, (*LID_SHADOW, 0.55)), (-0.07, (*LID_SHADOW, 0.0))), 0.5, 0.5, 0.06),
+    RibbonStyle("upper", ((0.0, (*LID_SHADOW, 0.55)), (-0.07, (*LID_SHADOW, 0.0))), 0.5, 0.5, 0.06,
+                slit_alpha=0.95),
     # Upper lash line: dark on the margin, soft edges, widest toward the outer corner.
     RibbonStyle("upper", ((-0.012, (*LASH, 0.0)), (0.0, (*LASH, 1.0)), (0.035, (*LASH, 1.0)),
                           (0.06, (*LASH, 0.0))), 0.3, 0.65, 0.06),
@@ -56,6 +60,7 @@ STYLES = (
                 0.2, 0.5, 0.08),
 )
 LOOP_POINTS = 9
+OPEN_APERTURE = 0.28  # a neutral eye's lid-to-lid height over its width (the canonical model's)
 
 
 def taper(count: int, corner_width: float, widest_at: float) -> np.ndarray:
@@ -104,6 +109,7 @@ def ribbon_vertices(verts: np.ndarray, eye_rings: np.ndarray, towards_camera: np
         width = float(np.linalg.norm(ring[0, :2] - ring[8, :2]))
         centre = ring[:, :2].mean(0)
         aperture = np.linalg.norm(loops["upper"][:, :2] - loops["lower"][:, :2], axis=1)
+        narrowness = np.clip(1.0 - aperture.max() / (OPEN_APERTURE * max(width, 1e-9)), 0.0, 1.0)
         for style in styles:
             loop = loops[style.loop]
             normal = _outward_normals(loop[:, :2], centre)
@@ -117,5 +123,8 @@ def ribbon_vertices(verts: np.ndarray, eye_rings: np.ndarray, towards_camera: np
                 row[:, :3] = lifted
                 row[:, :2] += normal * distance[:, None]
                 row[:, 3:] = rgba
+                if style.slit_alpha is not None:
+                    row[:, 6] *= 1.0 + (style.slit_alpha / max(rgba[3], 1e-9) - 1.0) * narrowness \
+                        if rgba[3] > 0 else 1.0
                 out.append(row)
     return np.concatenate(out).astype(np.float32)

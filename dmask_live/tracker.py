@@ -124,17 +124,19 @@ class _PrivateShape:
         self.offset = np.zeros((NUM_MESH_POINTS, 3))
         self.frames = 0
         self.eyeball_shift = np.zeros((2, 3))
-        self.iris_scale = np.ones(2)  # the person's iris size relative to the canonical one
+        # The person's iris size relative to the canonical one, per eye along the eye's x and y axes
+        # (the landmark networks read the iris ~20 % wider than tall: a circle would bias gaze).
+        self.iris_scale = np.ones((2, 2))
 
     @property
     def rate(self) -> float:
         """Running mean over the first frames (the first one counts fully), then slow refinement."""
         return 1.0 / (self.frames + 1) if self.learning else IDENTITY_SLOW_RATE
 
-    def update_iris(self, eye: int, measured_scale: float, rate: float | None = None) -> None:
+    def update_iris(self, eye: int, measured_scale: np.ndarray, rate: float | None = None) -> None:
         rate = self.rate if rate is None else rate
         value = self.iris_scale[eye] + rate * (measured_scale - self.iris_scale[eye])
-        self.iris_scale[eye] = min(max(value, 0.8), 1.25)
+        np.clip(value, 0.8, 1.25, out=self.iris_scale[eye])
 
     @property
     def learning(self) -> bool:
@@ -186,7 +188,7 @@ class FaceTracker:
         local[1:, :2] = m.iris_radius * IRIS_BOUNDARY_DIRECTIONS
         self._iris_local = local
         self._eyeball_centres = m.eyeball_centers.astype(np.float64)
-        self._measured_iris = np.empty(2)
+        self._measured_iris = np.empty((2, 2))
         self._shape = _PrivateShape(m)
         self._correction = np.zeros((NUM_MESH_POINTS, 3))
         self.last_rms = float("nan")  # fit RMS of the last frame, in model units (cm)
@@ -238,7 +240,7 @@ class FaceTracker:
 
     def _learn_iris(self, iris_scales: np.ndarray, rate: float | None = None) -> None:
         for eye, measured in enumerate(iris_scales):
-            if measured > 0.0 and self._lids[2 * eye] > 0.7:
+            if np.all(measured > 0.0) and self._lids[2 * eye] > 0.7:
                 self._shape.update_iris(eye, measured, rate)
 
     def _shape_correction(self) -> np.ndarray:
@@ -325,7 +327,7 @@ class FaceTracker:
         """Eyeball centre and iris points (eyeball frame) of this person's eye, model units."""
         centre = self._eyeball_centres[eye] + self._shape.eyeball_shift[eye]
         local = self._iris_local.copy()
-        local[1:, :2] *= self._shape.iris_scale[eye]
+        local[1:, :2] *= self._shape.iris_scale[eye]  # per axis
         return centre, local
 
     def _fit_eyes(self, iris: np.ndarray) -> np.ndarray:

@@ -367,29 +367,30 @@ def fit_eyes(
 ):
     """Gaze (yaw, pitch) per open eye, in place in ``gaze`` (2, 2); a closed eye keeps its last gaze.
 
-    ``measured[eye]``: that eye's iris size relative to the canonical one as seen in this frame, or -1.
+    ``iris_scale`` (2 eyes, [x, y]): the person's iris size along the eye's axes relative to the canonical
+    one. ``measured`` (2, 2): the same as seen in this frame (boundary-point distances across the iris,
+    detected / modelled), or -1 for a closed eye.
     """
     local = np.empty((5, 3))
     buffer = np.empty(10)
     scale = math.exp(pose[0])
     for eye in range(2):
-        measured[eye] = -1.0
+        measured[eye, 0] = -1.0
+        measured[eye, 1] = -1.0
         if lids[2 * eye] < closed_openness:
             continue
         for j in range(5):
-            local[j, 0] = iris_local[j, 0] * iris_scale[eye]
-            local[j, 1] = iris_local[j, 1] * iris_scale[eye]
+            local[j, 0] = iris_local[j, 0] * iris_scale[eye, 0]
+            local[j, 1] = iris_local[j, 1] * iris_scale[eye, 1]
             local[j, 2] = iris_local[j, 2]
         target = iris[eye]
         fit_gaze(target, centres[eye], local, rot, pose, gaze[eye], n_iter, prior)
         iris_residual(target, centres[eye], local, rot, pose, gaze[eye, 0], gaze[eye, 1], buffer)
-        spread_target = 0.0
-        spread_model = 0.0
-        for j in range(1, 5):
-            tx, ty = target[j, 0] - target[0, 0], target[j, 1] - target[0, 1]
-            spread_target += math.sqrt(tx * tx + ty * ty)
-            mx = tx + scale * (buffer[2 * j] - buffer[0])
-            my = ty + scale * (buffer[2 * j + 1] - buffer[1])
-            spread_model += math.sqrt(mx * mx + my * my)
-        if spread_model > 0.0:
-            measured[eye] = iris_scale[eye] * spread_target / spread_model
+        for axis in range(2):  # boundary points 1, 3 lie on the iris's x axis, 2, 4 on its y axis
+            a, b = 1 + axis, 3 + axis
+            tx, ty = target[a, 0] - target[b, 0], target[a, 1] - target[b, 1]
+            mx = tx + scale * (buffer[2 * a] - buffer[2 * b])
+            my = ty + scale * (buffer[2 * a + 1] - buffer[2 * b + 1])
+            across_model = math.sqrt(mx * mx + my * my)
+            if across_model > 0.0:
+                measured[eye, axis] = iris_scale[eye, axis] * math.sqrt(tx * tx + ty * ty) / across_model

@@ -4,13 +4,18 @@ Per frame (warm-started from the previous frame, a few iterations, one thread):
 
 1. Head pose (rotation 3, log-scale 1, translation 2), expression coefficients (ridge prior,
    unit variance) and per-eye upper/lower lid openness are fitted to the 468 mesh points, with
-   the iris model's 71-point eye contours written over the mesh's eye points (robust weights).
+   the iris model's 71-point eye contours written over the mesh's eye points (robust weights; eye
+   contours count double and lid margins four times: the eye region carries the clinical signal).
 2. Per-eye gaze (yaw, pitch) is fitted to the 5 iris points with the head pose fixed.
 3. A One Euro filter smooths the outputs without lagging fast motion (saccades, blinks).
 
 The patient's own shape is a private offset added to the canonical face inside the fit only (plus
-the person's iris size and the eyeball positions that follow the orbits): it is learned from
+the person's iris size per axis and the eyeball positions that follow the orbits): it is learned from
 residuals (image plane and the landmarks' relative depth) over the first ~2 s, then refined slowly.
+The first frame alone settles it (a few passes of fit and absorb, jointly with pose and lids), so
+even a single frame (a photo, the first frame of a call) shows the person's face shape nowhere in
+the public state; that frame's own expression becomes the neutral face until later frames average
+it out.
 It never appears in the AvatarState, is never logged or saved and has no public accessor. It
 cannot move the lid margins along their closing motion (lid position is a clinical sign, e.g.
 ptosis, so it stays in the lid parameters) nor rotate, move or scale the face. A face absent for

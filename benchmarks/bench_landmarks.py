@@ -135,15 +135,16 @@ def run_ours(landmarker, clips: dict[str, np.ndarray], stages: list | None = Non
     return landmarks, times
 
 
-def network_anchor(landmarker, python: Path, repeats: int = 60) -> dict | None:
-    """ms per call of the bare networks: ours (onnxruntime) vs the TFLite originals in LiteRT.
+def network_anchor(landmarker, python: Path, repeats: int = 60) -> dict:
+    """ms per call of the bare networks of our stage: onnxruntime, and LiteRT where it can run them.
 
-    Shows how much of the gap to MediaPipe is the runtime rather than the pipeline around it.
+    Shows how much of the gap to MediaPipe is the runtime rather than the pipeline around it. The
+    attention mesh uses MediaPipe's custom ops, which LiteRT alone cannot run: onnxruntime only.
     """
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        return None
+        Interpreter = None
     where = subprocess.run(
         [str(python), "-c", "import mediapipe, os; print(os.path.dirname(mediapipe.__file__))"],
         capture_output=True,
@@ -151,39 +152,47 @@ def network_anchor(landmarker, python: Path, repeats: int = 60) -> dict | None:
         check=True,
     ).stdout.strip()
     modules = Path(where) / "modules"
-    networks = {
-        "face_detection_short_range": (landmarker._detector.model, "face_detection", (1, 3, 128, 128)),
-        "face_landmark": (landmarker._mesh, "face_landmark", (1, 3, 192, 192)),
-        "iris_landmark (2 eyes)": (landmarker._iris, "iris_landmark", (2, 3, 64, 64)),
-    }
-    out = {}
     rng = np.random.default_rng(0)
-    for label, (onnx_model, folder, shape) in networks.items():
-        tflite = modules / folder / f"{label.split()[0]}.tflite"
-        interpreter = Interpreter(model_path=str(tflite), num_threads=1)
-        nhwc = (shape[0], shape[2], shape[3], shape[1])
-        index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(index, list(nhwc))
-        interpreter.allocate_tensors()
-        x = rng.random(shape, dtype=np.float32)
-        x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-
-        def run_litert(interpreter=interpreter, index=index, x_nhwc=x_nhwc):
-            interpreter.set_tensor(index, x_nhwc)
-            interpreter.invoke()
-
-        def run_onnx(model=onnx_model, x=x):
-            model(x)
-
-        times = {"onnxruntime": [], "litert": []}
+    detector = landmarker._detector.model
+    networks = {"face_detection_short_range": (detector, "face_detection", (1, 3, 128, 128))}
+    if landmarker.model == "attention":
+        attention = landmarker._attention
+        networks["attention backbone"] = (attention.backbone, None, (1, 3, 192, 192))
+        networks["attention heads (3 crops)"] = (attention.heads, None, [(1, 32, 16, 16)] * 3)
+    else:
+        networks["face_landmark"] = (landmarker._mesh, "face_landmark", (1, 3, 192, 192))
+        networks["iris_landmark (2 eyes)"] = (landmarker._iris, "iris_landmark", (2, 3, 64, 64))
+    out = {}
+    for label, (onnx_model, folder, shapes) in networks.items():
+        shapes = shapes if isinstance(shapes, list) else [shapes]
+        inputs = [rng.random(shape, dtype=np.float32) for shape in shapes]
+        calls = {"onnxruntime": lambda model=onnx_model, inputs=inputs: model(*inputs)}
+        if Interpreter is not None and folder is not None:
+            tflite = modules / folder / f"{label.split()[0]}.tflite"
+            calls["litert"] = _litert_call(Interpreter, tflite, inputs[0])
+        times = {key: [] for key in calls}
         for i in range(repeats + 5):
-            for key, call in (("onnxruntime", run_onnx), ("litert", run_litert)):
+            for key, call in calls.items():
                 t0 = time.perf_counter()
                 call()
                 if i >= 5:
                     times[key].append((time.perf_counter() - t0) * 1e3)
         out[label] = {key: statistics.median(values) for key, values in times.items()}
     return out
+
+
+def _litert_call(Interpreter, tflite: Path, x: np.ndarray):
+    interpreter = Interpreter(model_path=str(tflite), num_threads=1)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, [x.shape[0], x.shape[2], x.shape[3], x.shape[1]])
+    interpreter.allocate_tensors()
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+    def run_litert():
+        interpreter.set_tensor(index, x_nhwc)
+        interpreter.invoke()
+
+    return run_litert
 
 
 # ---------------------------------------------------------------- frames and metrics
@@ -348,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy": acc,
         "speed": speed,
         "command": " ".join(
-            [f"DMASK_MP_VENV={os.environ['DMASK_MP_VENV']}"] * ("DMASK_MP_VENV" in os.environ)
+            ([f"DMASK_MP_VENV={os.environ['DMASK_MP_VENV']}"] if "DMASK_MP_VENV" in os.environ else [])
             + ["python benchmarks/bench_landmarks.py", *(argv or sys.argv[1:])]
         ),
     }
@@ -436,8 +445,11 @@ def render_markdown(r: dict) -> str:
             "| --- | --- | --- | --- |",
         ]
         for name, t in r["networks_ms"].items():
-            ratio = t["onnxruntime"] / t["litert"]
-            lines.append(f"| {name} | {t['onnxruntime']:.2f} | {t['litert']:.2f} | {ratio:.2f} |")
+            if "litert" in t:
+                ratio = t["onnxruntime"] / t["litert"]
+                lines.append(f"| {name} | {t['onnxruntime']:.2f} | {t['litert']:.2f} | {ratio:.2f} |")
+            else:
+                lines.append(f"| {name} | {t['onnxruntime']:.2f} | n/a (custom ops) | |")
     return "\n".join(lines) + "\n"
 
 

@@ -112,7 +112,8 @@ def tracker_view(points: np.ndarray, eye_contours: np.ndarray | None, iris: np.n
 def _landmarker():
     from dmask_live.landmarks import FaceLandmarker
 
-    return FaceLandmarker()
+    # The asset was built from the mesh + iris networks: pinned so a rebuild stays byte-identical.
+    return FaceLandmarker(model="mesh_iris")
 
 
 def _detect(landmarker, rgb: np.ndarray) -> np.ndarray | None:

@@ -64,17 +64,23 @@ def create_session(
 
 
 class OnnxModel:
-    """A single-input network: ``model(x) -> list of outputs`` in the graph's output order."""
+    """A network: ``model(x, ...) -> list of outputs`` in the graph's output order.
+
+    Inputs are given positionally, in the graph's input order (most networks have one).
+    """
 
     def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None):
         self.path = Path(path)
         self.session = create_session(self.path, threads=threads, providers=providers)
         inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise ValueError(f"{self.path.name}: expected one input, found {len(inputs)}")
-        self.input_name = inputs[0].name
+        if not inputs:
+            raise ValueError(f"{self.path.name}: the graph has no inputs")
+        self.input_names = [i.name for i in inputs]
+        self.input_name = self.input_names[0]
         self.input_shape = tuple(inputs[0].shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self.output_names, {self.input_name: x})
+    def __call__(self, *xs: np.ndarray) -> list[np.ndarray]:
+        if len(xs) != len(self.input_names):
+            raise ValueError(f"{self.path.name}: expected {len(self.input_names)} inputs, got {len(xs)}")
+        return self.session.run(self.output_names, dict(zip(self.input_names, xs, strict=True)))

@@ -1,6 +1,14 @@
 """The landmark stage: frame → :class:`~dmask_live.types.FaceLandmarks` (or None: no face).
 
-Per frame, as MediaPipe's FaceMesh + Iris graphs do it:
+Two landmark models, chosen with ``FaceLandmarker(model=...)``:
+
+* ``"attention"`` (default): what MediaPipe's FaceMesh runs with ``refine_landmarks=True`` — one
+  network whose small heads refine lips, eyes and irises from crops of its own feature map
+  (:mod:`dmask_live.attention_mesh`); a third of the arithmetic of mesh + two iris runs;
+* ``"mesh_iris"``: the 468-point mesh model, then the separate iris model on both eyes.
+
+Per frame, as MediaPipe's FaceMesh + Iris graphs do it (step 3 is the ``mesh_iris`` model's; the
+attention model refines the same points from its feature map instead):
 
 1. detector (only when no face is tracked): BlazeFace short range → the largest face;
    its ROI is a square 1.5× the box, rotated so the detector's eye keypoints are level;
@@ -18,8 +26,10 @@ Nothing here logs or keeps pixel data: crops are temporaries of one ``process`` 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -68,7 +78,9 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: float) -> float:
-    return float(1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0))))
+    if x != x:  # NaN stays NaN (and then fails the presence test)
+        return x
+    return 1.0 / (1.0 + math.exp(-min(max(x, -80.0), 80.0)))
 
 
 def _to_tensor(crops: np.ndarray) -> np.ndarray:
@@ -78,11 +90,15 @@ def _to_tensor(crops: np.ndarray) -> np.ndarray:
     return tensor
 
 
+MODELS = ("attention", "mesh_iris")
+
+
 class FaceLandmarker:
     """Detects and tracks one face (the largest) and returns its 478 landmarks per frame.
 
     Not thread-safe: one instance per video stream. ``detector_calls`` counts detector runs,
-    ``last_timings_ms`` holds the last frame's per-stage milliseconds (detector, mesh, iris, total).
+    ``last_timings_ms`` holds the last frame's per-stage milliseconds (detector, mesh, iris — the
+    eye/iris refinement, whichever model does it — and total).
     """
 
     def __init__(
@@ -92,11 +108,14 @@ class FaceLandmarker:
         providers: Sequence[str] | None = None,
         min_detection_confidence: float = 0.5,
         min_presence: float = 0.5,
+        model: str = "attention",
     ):
         if not 0.0 <= min_presence <= 1.0:
             raise ValueError(f"min_presence must be in [0, 1], got {min_presence}")
-        detector, self._mesh, self._iris = self._load_models(model_dir, threads, providers)
-        self._detector = FaceDetector(detector, min_confidence=min_detection_confidence)
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+        self.model = model
+        self._load_models(model_dir, threads, providers, min_detection_confidence)
         self.min_presence = float(min_presence)
         self._roi: roi_ops.Roi | None = None
         self._frame_shape: tuple[int, ...] = ()
@@ -104,16 +123,21 @@ class FaceLandmarker:
         self.frames = 0
         self.last_timings_ms: dict[str, float] = {}
 
-    @staticmethod
-    def _load_models(model_dir, threads, providers):
+    def _load_models(self, model_dir, threads, providers, min_detection_confidence) -> None:
         from dmask_live.inference import OnnxModel
-        from dmask_live.models import load_model_paths
+        from dmask_live.models import ATTENTION_PARTS, load_model_paths
 
         paths = load_model_paths(model_dir)
-        return tuple(
-            OnnxModel(paths[name], threads=threads, providers=providers)
-            for name in ("face_detection_short_range", "face_landmark", "iris_landmark")
-        )
+        detector = OnnxModel(paths["face_detection_short_range"], threads=threads, providers=providers)
+        self._detector = FaceDetector(detector, min_confidence=min_detection_confidence)
+        if self.model == "attention":
+            from dmask_live.attention_mesh import AttentionMesh
+
+            self._attention = AttentionMesh(*(paths[p] for p in ATTENTION_PARTS), threads, providers)
+            self._refinements = _refinement_targets(self._attention)
+        else:
+            self._mesh = OnnxModel(paths["face_landmark"], threads=threads, providers=providers)
+            self._iris = OnnxModel(paths["iris_landmark"], threads=threads, providers=providers)
 
     def reset(self) -> None:
         """Forget the tracked face: the next frame starts with the detector."""
@@ -142,11 +166,17 @@ class FaceLandmarker:
         if result is None:
             self.last_timings_ms = {**timings, "total": (time.perf_counter() - t_start) * 1e3}
             return None
-        mesh, presence, roi = result
         t0 = time.perf_counter()
-        landmarks = self._with_iris(rgb, mesh, presence, roi)
+        if self.model == "attention":
+            landmarks = self._with_attention(rgb, result)
+        else:
+            landmarks = self._with_iris(rgb, result.mesh, result.presence, result.roi)
         timings["iris"] = (time.perf_counter() - t0) * 1e3
-        next_roi = roi_ops.roi_from_points(mesh, 33, 263, FACE_ROI_SCALE)
+        if landmarks is None:  # refinement went non-finite: nothing to report or track
+            self._roi = None
+            self.last_timings_ms = {**timings, "total": (time.perf_counter() - t_start) * 1e3}
+            return None
+        next_roi = roi_ops.roi_from_points(result.mesh, 33, 263, FACE_ROI_SCALE)
         # A face shrunk to a few pixels cannot be tracked: let the detector look again.
         self._roi = next_roi if next_roi[2] >= MIN_ROI_SIZE else None
         self.last_timings_ms = {**timings, "total": (time.perf_counter() - t_start) * 1e3}
@@ -174,20 +204,57 @@ class FaceLandmarker:
         kps = detection.keypoints
         return roi_ops.roi_from_box(xmin, ymin, xmax, ymax, kps[0], kps[1], FACE_ROI_SCALE)
 
-    def _mesh_on(self, rgb: np.ndarray, roi: roi_ops.Roi, timings: dict):
-        """(468×3 image-space mesh, presence, roi), or None when the face-presence score is low."""
+    def _mesh_on(self, rgb: np.ndarray, roi: roi_ops.Roi, timings: dict) -> _MeshResult | None:
+        """The 468-point mesh on ``roi``, or None when the face-presence score is low."""
         t0 = time.perf_counter()
         affine = roi_ops.crop_affine(roi, MESH_SIZE)
-        crop = roi_ops.warp(rgb, affine, MESH_SIZE)
-        raw, presence_logit = self._mesh(_to_tensor(crop[None]))[:2]
-        presence = _sigmoid(float(np.asarray(presence_logit).reshape(-1)[0]))
+        tensor = _to_tensor(roi_ops.warp(rgb, affine, MESH_SIZE)[None])
+        backbone: list = []
+        if self.model == "attention":
+            raw, logit, backbone = self._attention.run_backbone(tensor)
+        else:
+            outputs = self._mesh(tensor)
+            raw = np.asarray(outputs[0], np.float32).reshape(NUM_MESH_POINTS, 3)
+            logit = float(np.asarray(outputs[1]).reshape(-1)[0])
+        presence = _sigmoid(logit)
         timings["mesh"] += (time.perf_counter() - t0) * 1e3
         if not presence >= self.min_presence:  # also catches a NaN score
             return None
-        mesh = roi_ops.project(affine, np.asarray(raw, np.float32).reshape(NUM_MESH_POINTS, 3))
+        mesh = roi_ops.project(affine, raw)
         if not np.isfinite(mesh).all():
             return None
-        return mesh, presence, roi
+        return _MeshResult(mesh, raw, presence, roi, affine, backbone)
+
+    def _with_attention(self, rgb: np.ndarray, result: _MeshResult) -> FaceLandmarks | None:
+        """MediaPipe's refinement: lips and eye points replaced (x, y), irises from the heads."""
+        affine, mesh, table = result.affine, result.mesh, self._refinements
+        xy = self._attention.refine(result.raw, result.backbone) @ affine[:, :2].T + affine[:, 2]
+        points = np.empty((NUM_MESH_POINTS + 2 * NUM_IRIS_POINTS, 3), np.float32)
+        points[:NUM_MESH_POINTS] = mesh
+        points[table.mesh_targets, :2] = xy[table.mesh_rows]
+        contours = np.empty((2, NUM_EYE_CONTOUR_POINTS, 3), np.float32)
+        contours[:, :, :2] = xy[table.contour_rows]
+        contours[:, :, 2] = mesh[EYE_CONTOUR_MESH_INDICES, 2]
+        iris = np.empty((2, NUM_IRIS_POINTS, 3), np.float32)
+        iris[:, :, :2] = xy[table.iris_rows]
+        # MediaPipe gives the iris the mean depth of the eye's lid-margin mesh points.
+        iris[:, :, 2] = mesh[EYE_CONTOUR_MESH_INDICES[:, EYELID_CONTOUR], 2].mean(axis=1, keepdims=True)
+        points[NUM_MESH_POINTS:] = iris.reshape(-1, 3)
+        return self._landmarks(rgb, points, contours, iris, result)
+
+    @staticmethod
+    def _landmarks(rgb, points, contours, iris, result: _MeshResult) -> FaceLandmarks | None:
+        if not (np.isfinite(points).all() and np.isfinite(contours).all()):
+            return None
+        height, width = rgb.shape[:2]
+        return FaceLandmarks(
+            points=points,
+            eye_contours=contours,
+            iris=iris,
+            confidence=result.presence,
+            roi=tuple(float(v) for v in result.roi),
+            image_size=(int(width), int(height)),
+        )
 
     def _with_iris(self, rgb: np.ndarray, mesh: np.ndarray, presence: float, roi) -> FaceLandmarks:
         affines = [
@@ -225,3 +292,55 @@ class FaceLandmarker:
             roi=tuple(float(v) for v in roi),
             image_size=(int(width), int(height)),
         )
+
+
+@dataclass(frozen=True)
+class _MeshResult:
+    mesh: np.ndarray  # (468, 3) image pixels
+    raw: np.ndarray  # (468, 3) the network's crop pixels
+    presence: float
+    roi: roi_ops.Roi
+    affine: np.ndarray  # crop -> image
+    backbone: list  # attention model only: the backbone outputs its refinement reads
+
+
+@dataclass(frozen=True)
+class _Refinement:
+    """Where the attention heads' points (rows of ``AttentionMesh.refine``) go in the landmarks."""
+
+    mesh_rows: np.ndarray  # rows that replace mesh points (x, y) ...
+    mesh_targets: np.ndarray  # ... at these mesh indices
+    contour_rows: np.ndarray  # (2, 71) rows of each eye's contour, eye 0 = OD
+    iris_rows: np.ndarray  # (2, 5) rows of each eye's iris
+
+
+def _refinement_targets(attention) -> _Refinement:
+    """The :class:`_Refinement` of an attention model, read from its spec.
+
+    A head with one point per region point refines those mesh points (the eye regions are exactly
+    the 71-point eye contours); a 5-point head of an eye region is that eye's iris. Anything else
+    means a model this stage does not know.
+    """
+    mesh_rows, mesh_targets, contour_rows, iris_rows = [], [], {}, {}
+    for region in attention.regions:
+        eyes = [e for e in range(2) if np.array_equal(region.subset, EYE_CONTOUR_MESH_INDICES[e])]
+        eye = eyes[0] if eyes else None
+        for name in region.outputs:
+            rows = np.arange(attention.output_rows[name].start, attention.output_rows[name].stop)
+            if len(rows) == len(region.subset):
+                mesh_rows.append(rows)
+                mesh_targets.append(region.subset)
+                if eye is not None:
+                    contour_rows[eye] = rows
+            elif len(rows) == NUM_IRIS_POINTS and eye is not None:
+                iris_rows[eye] = rows
+            else:
+                raise ValueError(f"attention head {name!r} ({len(rows)} points) refines nothing known here")
+    if sorted(contour_rows) != [0, 1] or sorted(iris_rows) != [0, 1]:
+        raise ValueError("the attention model must refine both eyes' contours and irises")
+    return _Refinement(
+        mesh_rows=np.concatenate(mesh_rows),
+        mesh_targets=np.concatenate(mesh_targets),
+        contour_rows=np.stack([contour_rows[0], contour_rows[1]]),
+        iris_rows=np.stack([iris_rows[0], iris_rows[1]]),
+    )

@@ -1,7 +1,8 @@
 """The ONNX landmark networks: build them from MediaPipe's wheel, verify them, find them.
 
-``dmask-live models`` downloads the mediapipe wheel (never installs it), takes its three
-TFLite networks, converts them with :mod:`dmask_live.convert` and writes ``<name>.onnx``,
+``dmask-live models`` downloads the mediapipe wheel (never installs it), takes its four
+TFLite networks (the attention mesh becomes two ONNX graphs), converts them with
+:mod:`dmask_live.convert` and writes ``<name>.onnx``,
 ``manifest.json`` (provenance and sha256 of every file) and the Apache-2.0 notice into the
 model directory. ``load_model_paths()`` is what the landmark stage calls: it verifies the
 files against the manifest (hashing each file once per process) and says what to run when
@@ -23,7 +24,20 @@ import zipfile
 from pathlib import Path
 
 MEDIAPIPE_VERSION = "0.10.21"
-MODEL_NAMES = ("face_detection_short_range", "face_landmark", "iris_landmark")
+MODEL_NAMES = (
+    "face_detection_short_range",
+    "face_landmark",
+    "iris_landmark",
+    "face_landmark_attention_backbone",
+    "face_landmark_attention_heads",
+)
+# MediaPipe's attention mesh (refine_landmarks=True) becomes two graphs cut around its custom ops
+# (dmask_live.convert.attention); both come from one TFLite network.
+ATTENTION_PARTS = ("face_landmark_attention_backbone", "face_landmark_attention_heads")
+# The networks that are one TFLite graph each (converted whole, comparable to TFLite in LiteRT).
+WHOLE_NETWORKS = ("face_detection_short_range", "face_landmark", "iris_landmark")
+ATTENTION_TFLITE = "mediapipe/modules/face_landmark/face_landmark_with_attention.tflite"
+ATTENTION_SHA256 = "e06a804e0144f9929eda782122916b35d60c697c3c9344013ca2bbe76a6ce2b4"
 MODEL_DIR_ENV = "DMASK_LIVE_MODEL_DIR"
 MANIFEST_NAME = "manifest.json"
 NOTICE_NAME = "NOTICE"
@@ -35,26 +49,32 @@ TFLITE_MEMBERS = {
     "face_detection_short_range": "mediapipe/modules/face_detection/face_detection_short_range.tflite",
     "face_landmark": "mediapipe/modules/face_landmark/face_landmark.tflite",
     "iris_landmark": "mediapipe/modules/iris_landmark/iris_landmark.tflite",
+    **dict.fromkeys(ATTENTION_PARTS, ATTENTION_TFLITE),
 }
 TFLITE_SHA256 = {
     "face_detection_short_range": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
     "face_landmark": "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
     "iris_landmark": "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
+    **dict.fromkeys(ATTENTION_PARTS, ATTENTION_SHA256),
 }
 LICENSE_MEMBER = f"mediapipe-{MEDIAPIPE_VERSION}.dist-info/LICENSE"
 
-# Every ONNX input is NCHW float32 [N, 3, H, W], RGB, with values in this range (what MediaPipe's
+# Every image input is NCHW float32 [N, 3, H, W], RGB, with values in this range (what MediaPipe's
 # graphs feed the TFLite networks: ImageToTensorCalculator output_tensor_float_range).
 INPUT_SIZES = {  # (height, width)
     "face_detection_short_range": (128, 128),
     "face_landmark": (192, 192),
     "iris_landmark": (64, 64),
+    "face_landmark_attention_backbone": (192, 192),
 }
 INPUT_RANGES = {
     "face_detection_short_range": (-1.0, 1.0),
     "face_landmark": (0.0, 1.0),
     "iris_landmark": (0.0, 1.0),
+    "face_landmark_attention_backbone": (0.0, 1.0),
 }
+# The heads graph reads three 16x16 crops of a 32-channel feature map instead of an image.
+HEADS_INPUT = {"input_shape": ["N", 32, 16, 16], "input_layout": "3 inputs, NCHW float32 feature crops"}
 
 # The wheel fetched when none is given. The networks are platform independent, so one fixed
 # platform wheel is requested whatever Python runs the build (the same file everywhere).
@@ -67,9 +87,11 @@ dmask-live ONNX landmark networks
 
 The files in this directory named face_detection_short_range.onnx, face_landmark.onnx and
 iris_landmark.onnx are converted from the TensorFlow Lite models of the same names shipped in
-MediaPipe {MEDIAPIPE_VERSION} (https://github.com/google-ai-edge/mediapipe), Copyright The MediaPipe Authors,
-licensed under the Apache License, Version 2.0 (the full text is in LICENSE.mediapipe, copied from
-the mediapipe wheel).
+MediaPipe; face_landmark_attention_backbone.onnx and face_landmark_attention_heads.onnx are the two
+parts of face_landmark_with_attention.tflite around its MediaPipe custom ops (which dmask-live
+computes in numpy between them). All are from MediaPipe {MEDIAPIPE_VERSION}
+(https://github.com/google-ai-edge/mediapipe), Copyright The MediaPipe Authors, licensed under the
+Apache License, Version 2.0 (the full text is in LICENSE.mediapipe, copied from the mediapipe wheel).
 
 Modifications: the networks were converted from TFLite flatbuffers to ONNX by dmask-live's own
 converter (dmask_live/convert): float16 weights were expanded to float32, tensors were re-laid out
@@ -265,7 +287,7 @@ def _download_wheel(target: Path) -> Path:
 
 
 def _read_wheel(wheel_path: Path) -> dict[str, bytes]:
-    """The three TFLite networks and the license text from the wheel, checked against pinned hashes."""
+    """The TFLite networks and the license text from the wheel, checked against pinned hashes."""
     if not wheel_path.is_file():
         raise ModelError(
             f"mediapipe wheel {wheel_path} does not exist; pass --wheel PATH to a downloaded "
@@ -290,17 +312,13 @@ def _read_wheel(wheel_path: Path) -> dict[str, bytes]:
 
 
 def _write_models(directory: Path, wheel_path: Path, members: dict[str, bytes]) -> None:
-    from .convert import CONVERTER_VERSION, convert_tflite
+    from .convert import CONVERTER_VERSION
 
     # Drop the manifest first: an interrupted build then reads as "not built", never as valid.
     with contextlib.suppress(FileNotFoundError):
         (directory / MANIFEST_NAME).unlink()
     models = {}
-    for name in MODEL_NAMES:
-        try:
-            onnx_bytes = convert_tflite(members[name], name).SerializeToString()
-        except (ValueError, RuntimeError) as exc:  # TfliteFormatError, onnx checker errors
-            raise ModelError(f"converting {TFLITE_MEMBERS[name]} failed: {exc}") from exc
+    for name, onnx_bytes in _converted(members):
         path = directory / f"{name}.onnx"
         _write_atomic(path, onnx_bytes)
         _remember_hash(path, hashlib.sha256(onnx_bytes).hexdigest())
@@ -309,10 +327,15 @@ def _write_models(directory: Path, wheel_path: Path, members: dict[str, bytes]) 
             "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
             "tflite": TFLITE_MEMBERS[name],
             "tflite_sha256": hashlib.sha256(members[name]).hexdigest(),
-            "input_shape": ["N", 3, *INPUT_SIZES[name]],
-            "input_layout": "NCHW RGB float32",
-            "input_range": list(INPUT_RANGES[name]),
         }
+        if name in INPUT_SIZES:
+            models[name].update({
+                "input_shape": ["N", 3, *INPUT_SIZES[name]],
+                "input_layout": "NCHW RGB float32",
+                "input_range": list(INPUT_RANGES[name]),
+            })
+        else:
+            models[name].update(HEADS_INPUT)
     _write_atomic(directory / LICENSE_NAME, members[LICENSE_NAME], only_if_changed=True)
     _write_atomic(directory / NOTICE_NAME, NOTICE_TEXT.encode(), only_if_changed=True)
     manifest = {
@@ -325,6 +348,24 @@ def _write_models(directory: Path, wheel_path: Path, members: dict[str, bytes]) 
         "license": LICENSE_NAME,
     }
     _write_atomic(directory / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def _converted(members: dict[str, bytes]):
+    """(name, ONNX bytes) of every network, in MODEL_NAMES order."""
+    from .convert import convert_attention, convert_tflite
+
+    for name in MODEL_NAMES:
+        if name in ATTENTION_PARTS[1:]:
+            continue  # made together with the first part
+        try:
+            if name in ATTENTION_PARTS:
+                parts = convert_attention(members[name], "face_landmark_with_attention")
+                for part, model in zip(ATTENTION_PARTS, parts, strict=True):
+                    yield part, model.SerializeToString()
+            else:
+                yield name, convert_tflite(members[name], name).SerializeToString()
+        except (ValueError, RuntimeError) as exc:  # TfliteFormatError, onnx checker errors
+            raise ModelError(f"converting {TFLITE_MEMBERS[name]} failed: {exc}") from exc
 
 
 def _write_atomic(path: Path, data: bytes, only_if_changed: bool = False) -> None:

@@ -56,16 +56,36 @@ def warp(image: np.ndarray, affine: np.ndarray, out_size: int) -> np.ndarray:
     convention, used by :func:`project`), while OpenCV samples at integer pixel centres: shift by
     half a pixel on both sides so crop pixel ``u`` shows the image around ``affine(u + 0.5)``.
     Without this the mirrored eye crop is off by about one image pixel (≈3° of gaze).
+
+    RGB is warped as RGBA: OpenCV's 4-channel bilinear warp is about twice as fast as its 3-channel
+    one, and only the image rectangle the crop can read (clamped to the image, so replication at
+    its edges is the image's) is converted.
     """
-    centred = np.array(affine, np.float64)
-    centred[:, 2] += 0.5 * (centred[:, 0] + centred[:, 1]) - 0.5
-    return cv2.warpAffine(
-        image,
+    (a, b, c), (d, e, f) = affine.tolist()
+    c += 0.5 * (a + b) - 0.5
+    f += 0.5 * (d + e) - 0.5
+    height, width = image.shape[:2]
+    xs = (c, c + a * out_size, c + b * out_size, c + (a + b) * out_size)
+    ys = (f, f + d * out_size, f + e * out_size, f + (d + e) * out_size)
+    if math.isfinite(sum(xs) + sum(ys)):
+        # The rectangle bilinear sampling can touch, with a margin, clamped into the image.
+        x0 = min(max(math.floor(min(xs)) - 2, 0), width - 1)
+        x1 = min(max(math.ceil(max(xs)) + 2, 0), width - 1)
+        y0 = min(max(math.floor(min(ys)) - 2, 0), height - 1)
+        y1 = min(max(math.ceil(max(ys)) + 2, 0), height - 1)
+    else:  # a degenerate map: let OpenCV deal with it on the whole image, as it always did
+        x0, y0, x1, y1 = 0, 0, width - 1, height - 1
+    centred = np.array([[a, b, c - x0], [d, e, f - y0]])
+    region = image[y0 : y1 + 1, x0 : x1 + 1]
+    rgba = cv2.cvtColor(region, cv2.COLOR_RGB2RGBA) if region.ndim == 3 and region.shape[2] == 3 else region
+    crop = cv2.warpAffine(
+        rgba,
         centred,
         (out_size, out_size),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
+    return cv2.cvtColor(crop, cv2.COLOR_RGBA2RGB) if rgba is not region else crop
 
 
 def project(affine: np.ndarray, points: np.ndarray) -> np.ndarray:

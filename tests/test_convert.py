@@ -28,7 +28,7 @@ def tflite_models(mediapipe_wheel) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def converted(tflite_models) -> dict[str, ort.InferenceSession]:
     sessions = {}
-    for name in models.MODEL_NAMES:
+    for name in models.WHOLE_NETWORKS:
         onnx_model = convert_tflite(tflite_models[name], name)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
@@ -77,7 +77,7 @@ def _model_input(image: np.ndarray, name: str) -> np.ndarray:
     return (resized / 255.0 * (high - low) + low)[None]
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.WHOLE_NETWORKS)
 def test_random_inputs_match_tflite(name, tflite_models, converted):
     low, high = models.INPUT_RANGES[name]
     rng = np.random.default_rng(7)
@@ -121,7 +121,7 @@ def test_iris_batch_of_two_equals_two_single_runs(astronaut, converted):
             np.testing.assert_allclose(value[index], single[name][0], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.WHOLE_NETWORKS)
 def test_batch_rows_equal_single_runs(name, converted):
     low, high = models.INPUT_RANGES[name]
     batch = np.random.default_rng(11).uniform(low, high, (3, *models.INPUT_SIZES[name], 3)).astype(np.float32)
@@ -132,7 +132,7 @@ def test_batch_rows_equal_single_runs(name, converted):
             np.testing.assert_allclose(value[index], alone[output][0], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("name", models.WHOLE_NETWORKS)
 def test_graph_interface(name, tflite_models, converted):
     session = converted[name]
     (graph_input,) = session.get_inputs()

@@ -1,4 +1,7 @@
-"""The landmark stage: detector → mesh → iris, tracking, input boundary, faces to follow."""
+"""The landmark stage: detector → mesh → eyes/iris, tracking, input boundary, faces to follow.
+
+Behaviour tests run on both landmark models (the default attention mesh and mesh + iris model).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +15,26 @@ from dmask_live.types import NUM_EYE_CONTOUR_POINTS, NUM_IRIS_POINTS, NUM_POINTS
 ASTRONAUT_FACE_BOX = (160, 50, 290, 200)  # xmin, ymin, xmax, ymax
 
 
-@pytest.fixture(scope="module")
-def landmarker():
+def _landmarker(model: str):
     from dmask_live.landmarks import FaceLandmarker
     from dmask_live.models import ModelError
 
     try:
-        return FaceLandmarker()
+        return FaceLandmarker(model=model)
     except ModelError as error:
         pytest.skip(f"ONNX models not built (run `dmask-live models`): {error}")
+
+
+@pytest.fixture(scope="module", params=["attention", "mesh_iris"])
+def landmarker(request):
+    return _landmarker(request.param)
+
+
+@pytest.fixture(scope="module")
+def both(landmarker):
+    """One landmarker of each model (the parametrised one reused)."""
+    other = "mesh_iris" if landmarker.model == "attention" else "attention"
+    return {landmarker.model: landmarker, other: _landmarker(other)}
 
 
 @pytest.fixture
@@ -56,7 +70,7 @@ def test_astronaut_face_points_and_eyes(fresh, astronaut):
     assert (face.iris[:, 1, 0] > face.iris[:, 3, 0]).all() and (face.iris[:, 2, 1] < face.iris[:, 4, 1]).all()
     # The appended iris points are the per-eye iris, OD first (MediaPipe's 468–472 then 473–477).
     np.testing.assert_array_equal(face.points[468:], face.iris.reshape(-1, 3))
-    # Mesh eye points are refined by the iris model's contour.
+    # Mesh eye points are refined by the eye contour (iris model's, or the attention heads').
     np.testing.assert_allclose(
         face.points[[33, 133, 263, 362], :2], face.eye_contours[[0, 0, 1, 1], [0, 8, 0, 8], :2]
     )
@@ -67,8 +81,11 @@ def test_astronaut_face_points_and_eyes(fresh, astronaut):
 def test_mirrored_eye_crop_has_no_bias(fresh, astronaut):
     """The iris model sees eye 1 mirrored; mirroring the photo must mirror the iris centres.
 
-    A crop that is not an exact mirror shifts eye 1 by about one pixel (≈3° of gaze).
+    A crop that is not an exact mirror shifts eye 1 by about one pixel (≈3° of gaze). (The
+    attention model's eye heads are two networks, one per eye: no mirrored crop to check.)
     """
+    if fresh.model != "mesh_iris":
+        pytest.skip("only the iris model works on a mirrored crop")
     face = fresh.process(astronaut)
     fresh.reset()
     mirrored = fresh.process(np.ascontiguousarray(astronaut[:, ::-1]))
@@ -142,8 +159,45 @@ def cartoon_face() -> np.ndarray:
     ids=["1x1", "flat-grey", "noise", "tiny-noise-grey", "cartoon"],
 )
 def test_no_face_gives_none(fresh, make):
+    if make is cartoon_face and fresh.model == "attention":
+        pytest.skip("a drawn smiley is a face to the attention mesh (see the next test)")
     assert fresh.process(make()) is None
     assert not fresh.tracking
+
+
+def test_attention_mesh_takes_a_drawn_smiley_for_a_face_like_mediapipe(both):
+    """The attention mesh's face flag accepts the smiley (so does MediaPipe's FaceMesh with
+    refine_landmarks=True, which runs that network; without refinement it does not). A drawing
+    gets an avatar, never its pixels, so this is a difference in behaviour, not in privacy."""
+    both["attention"].reset()
+    both["mesh_iris"].reset()
+    assert both["attention"].process(cartoon_face()) is not None
+    assert both["mesh_iris"].process(cartoon_face()) is None
+
+
+def test_both_models_agree_on_the_astronaut(both, astronaut):
+    """Two different networks (one mesh + iris model, the attention mesh) find the same eyes."""
+    faces = {}
+    for model, landmarker in both.items():
+        landmarker.reset()
+        faces[model] = landmarker.process(astronaut)
+    att, ref = faces["attention"], faces["mesh_iris"]
+    iod = np.linalg.norm(ref.iris[0, 0, :2] - ref.iris[1, 0, :2])
+    assert np.linalg.norm(att.iris[:, 0, :2] - ref.iris[:, 0, :2], axis=1).max() < 0.015 * iod
+    assert np.median(np.linalg.norm(att.points[:, :2] - ref.points[:, :2], axis=1)) < 0.04 * iod
+    contours = np.linalg.norm(att.eye_contours[..., :2] - ref.eye_contours[..., :2], axis=2)
+    assert np.median(contours) < 0.03 * iod
+    # The attention model's refinements are where MediaPipe puts them: lips and eyes moved, the
+    # rest of the mesh untouched, the iris at the mean depth of its lid margin.
+    assert att.confidence > 0.9
+    np.testing.assert_array_equal(att.iris[:, :, 2], att.iris[:, :1, 2].repeat(5, axis=1))
+
+
+def test_unknown_model_is_refused():
+    from dmask_live.landmarks import FaceLandmarker
+
+    with pytest.raises(ValueError, match="model must be one of attention, mesh_iris"):
+        FaceLandmarker(model="iris")
 
 
 def test_8k_frame(fresh, astronaut):
@@ -191,11 +245,10 @@ def test_tracking_stays_on_the_tracked_face_when_a_larger_one_appears(fresh, ast
     assert fresh.process(two_faces(astronaut)).points[1, 0] > SMALL + GAP
 
 
-def test_shared_video_tracking_needs_few_detections(shared_data):
+@pytest.mark.parametrize("model", ["attention", "mesh_iris"])
+def test_shared_video_tracking_needs_few_detections(shared_data, model):
     av = pytest.importorskip("av")
-    from dmask_live.landmarks import FaceLandmarker
-
-    landmarker = FaceLandmarker()
+    landmarker = _landmarker(model)
     faces = []
     with av.open(str(shared_data / "videos" / "d3.mp4")) as container:
         for index, frame in enumerate(container.decode(video=0)):
@@ -218,5 +271,11 @@ def test_sessions_are_single_threaded_cpu_with_dynamic_batch(landmarker):
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     with pytest.raises(ValueError, match="threads"):
         session_options(0)
-    contours, iris = landmarker._iris(np.zeros((2, 3, 64, 64), np.float32))[:2]
-    assert contours.shape[0] == 2 and iris.shape == (2, 15)
+    if landmarker.model == "mesh_iris":
+        contours, iris = landmarker._iris(np.zeros((2, 3, 64, 64), np.float32))[:2]
+        assert contours.shape[0] == 2 and iris.shape == (2, 15)
+    else:
+        backbone = landmarker._attention.backbone
+        assert isinstance(backbone.session.get_inputs()[0].shape[0], str)
+        options = backbone.session.get_session_options()
+        assert options.intra_op_num_threads == 1

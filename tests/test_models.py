@@ -43,7 +43,10 @@ def test_build_writes_models_manifest_and_notice(built_once, mediapipe_wheel):
         entry = manifest["models"][name]
         assert entry["tflite_sha256"] == models.TFLITE_SHA256[name]
         assert entry["onnx_sha256"] == models.file_sha256(paths[name])
-        assert entry["input_range"] == list(models.INPUT_RANGES[name])
+        if name in models.INPUT_RANGES:
+            assert entry["input_range"] == list(models.INPUT_RANGES[name])
+        else:  # the attention heads read feature-map crops, not an image
+            assert entry["input_shape"] == models.HEADS_INPUT["input_shape"]
     assert "Apache License" in (built_once / models.NOTICE_NAME).read_text()
     assert "Apache License" in (built_once / models.LICENSE_NAME).read_text()
     assert not list(built_once.glob(".*.tmp"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import onnx
 
+from .attention import SPEC_KEY, convert_attention_model
 from .onnx_builder import UnsupportedOpError, same_pads
 from .onnx_ops import build_onnx
 from .tflite_reader import TfliteFormatError, read_tflite
@@ -21,6 +22,8 @@ CONVERTER_VERSION = "6"
 
 __all__ = [
     "CONVERTER_VERSION",
+    "SPEC_KEY",
+    "convert_attention",
     "TfliteFormatError",
     "UnsupportedOpError",
     "build_onnx",
@@ -34,3 +37,12 @@ def convert_tflite(source: bytes | str | Path, name: str = "model") -> onnx.Mode
     graph = read_tflite(source)
     doc = f"{name}: converted from TFLite by dmask-live converter {CONVERTER_VERSION}"
     return build_onnx(graph, name, doc)
+
+
+def convert_attention(
+    source: bytes | str | Path, name: str = "model"
+) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """MediaPipe's attention face mesh as (backbone, heads) ONNX models (see :mod:`.attention`)."""
+    graph = read_tflite(source)
+    doc = f"{name}: converted from TFLite by dmask-live converter {CONVERTER_VERSION}"
+    return convert_attention_model(graph, name, doc)

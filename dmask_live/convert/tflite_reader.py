@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import tflite
+from flatbuffers import flexbuffers
 from tflite.BuiltinOperator import BuiltinOperator
 
 _OPCODE_NAMES = {value: name for name, value in vars(BuiltinOperator).items() if not name.startswith("_")}
@@ -66,7 +67,7 @@ class Tensor:
 
 @dataclass
 class Op:
-    kind: str  # TFLite builtin name, e.g. "CONV_2D"
+    kind: str  # TFLite builtin name, e.g. "CONV_2D"; "CUSTOM" with options code/version/attributes
     inputs: list[int]  # tensor indices, -1 for an omitted optional input
     outputs: list[int]
     options: dict = field(default_factory=dict)
@@ -148,6 +149,13 @@ def _read_op(model, op) -> Op:
         opts = spec[0]()
         opts.Init(table.Bytes, table.Pos)
         options = {name: getattr(opts, name)() for name in spec[1]}
+    if kind == "CUSTOM":  # MediaPipe's own kernels: name, version and flexbuffer attributes
+        raw = op.CustomOptionsAsNumpy().tobytes() if not op.CustomOptionsIsNone() else b""
+        options = {
+            "code": (code.CustomCode() or b"").decode(),
+            "version": int(code.Version()),
+            "attributes": flexbuffers.Loads(raw) if raw else {},
+        }
     return Op(
         kind=kind,
         inputs=[int(i) for i in op.InputsAsNumpy()] if not op.InputsIsNone() else [],

@@ -1,6 +1,6 @@
 """Landmark stage vs MediaPipe FaceMesh: accuracy and single-core speed, in one run.
 
-    python benchmarks/bench_landmarks.py [--frames-per-clip 75] [--rounds 2]
+    python benchmarks/bench_landmarks.py [--frames-per-clip 75] [--rounds 2] [--model attention]
 
 MediaPipe 0.10.21 runs in its own venv (``benchmarks/.mpvenv``, created on first use; set
 ``DMASK_MP_VENV=/path/to/venv`` to reuse one) in a subprocess, never imported here. Frames go
@@ -8,9 +8,11 @@ to it through a pipe; only landmarks and timings come back, as .npy/.json in a t
 directory outside the repository that is deleted afterwards.
 
 Accuracy (native clip resolution, video/tracking mode on both sides):
-  * our 468 mesh points vs MediaPipe ``refine_landmarks=False`` — per frame the median point
-    distance / inter-ocular distance (IOD = distance between the two eye centres, each the
-    midpoint of its corners 33–133 / 362–263 in MediaPipe's points); median over frames;
+  * our 468 mesh points vs the FaceMesh configuration that runs the same network as ours
+    (``refine_landmarks=True`` for the default attention mesh, ``False`` for ``--model mesh_iris``)
+    — per frame the median point distance / inter-ocular distance (IOD = distance between the two
+    eye centres, each the midpoint of its corners 33–133 / 362–263 in MediaPipe's points); median
+    over frames; also vs the other configuration, for scale;
   * our 2 iris centres vs MediaPipe ``refine_landmarks=True`` (points 468 and 473), / IOD.
 Speed: ms per frame of the whole landmark stage at 512×512 and 1280×720 (clip frames
 letterboxed), ours with threads=1 vs FaceMesh ``refine_landmarks=True`` (iris), both pinned
@@ -229,38 +231,58 @@ def eye_distance(points: np.ndarray) -> np.ndarray:
     return np.linalg.norm(od - os_, axis=1)
 
 
-def accuracy(ours: dict, mp_mesh: dict, mp_iris: dict) -> dict:
-    per_clip, all_mesh, all_iris = {}, [], []
+def accuracy(ours: dict, mp_mesh: dict, mp_iris: dict, model: str) -> dict:
+    """Errors / IOD vs MediaPipe. The mesh is compared with the FaceMesh configuration that runs the
+    same network as ours (``refine_landmarks=True`` for the attention mesh, ``False`` for the plain
+    mesh model), and, for scale, with the other one; the iris always with ``refine_landmarks=True``."""
+    same, other = (mp_iris, mp_mesh) if model == "attention" else (mp_mesh, mp_iris)
+    per_clip, pooled = {}, {"mesh": [], "mesh_other": [], "iris": [], "mediapipe_configs": []}
     for name in ours:
-        mine, ref, ref_iris = ours[name], mp_mesh[name], mp_iris[name]
-        both = ~np.isnan(mine[:, 0, 0]) & ~np.isnan(ref[:, 0, 0]) & ~np.isnan(ref_iris[:, 0, 0])
-        iod = eye_distance(ref[both])
-        mesh_err = np.median(np.linalg.norm(mine[both, :468, :2] - ref[both, :, :2], axis=2), axis=1) / iod
-        iris_iod = eye_distance(ref_iris[both])
-        iris_err = (
-            np.linalg.norm(mine[both][:, [468, 473], :2] - ref_iris[both][:, [468, 473], :2], axis=2).mean(1)
-            / iris_iod
+        mine = ours[name]
+        both = ~np.isnan(mine[:, 0, 0]) & ~np.isnan(mp_mesh[name][:, 0, 0])
+        both &= ~np.isnan(mp_iris[name][:, 0, 0])
+        errors = {
+            "mesh": _mesh_error(mine[both], same[name][both]),
+            "mesh_other": _mesh_error(mine[both], other[name][both]),
+            "mediapipe_configs": _mesh_error(mp_iris[name][both], mp_mesh[name][both]),
+        }
+        ref_iris = mp_iris[name][both]
+        errors["iris"] = (
+            np.linalg.norm(mine[both][:, [468, 473], :2] - ref_iris[:, [468, 473], :2], axis=2).mean(1)
+            / eye_distance(ref_iris)
         )
-        all_mesh.append(mesh_err)
-        all_iris.append(iris_err)
+        for key, value in errors.items():
+            pooled[key].append(value)
         per_clip[name] = {
             "frames": int(len(mine)),
             "frames_face_ours": int((~np.isnan(mine[:, 0, 0])).sum()),
-            "frames_face_mediapipe": int((~np.isnan(ref[:, 0, 0])).sum()),
+            "frames_face_mediapipe": int((~np.isnan(same[name][:, 0, 0])).sum()),
             "frames_compared": int(both.sum()),
-            "mesh_median_iod": _median(mesh_err),
-            "iris_median_iod": _median(iris_err),
-            "iris_p95_iod": _p95(iris_err),
+            "mesh_median_iod": _median(errors["mesh"]),
+            "mesh_other_config_median_iod": _median(errors["mesh_other"]),
+            "iris_median_iod": _median(errors["iris"]),
+            "iris_p95_iod": _p95(errors["iris"]),
         }
-    mesh, iris = np.concatenate(all_mesh), np.concatenate(all_iris)
+    mesh, iris = np.concatenate(pooled["mesh"]), np.concatenate(pooled["iris"])
     overall = {
+        "mesh_reference": f"refine_landmarks={model == 'attention'}",
         "frames_compared": int(len(mesh)),
         "mesh_median_iod": _median(mesh),
         "mesh_p95_iod": _p95(mesh),
+        "mesh_other_config_median_iod": _median(np.concatenate(pooled["mesh_other"])),
+        "mediapipe_refine_true_vs_false_mesh_median_iod": _median(
+            np.concatenate(pooled["mediapipe_configs"])
+        ),
         "iris_median_iod": _median(iris),
         "iris_p95_iod": _p95(iris),
     }
     return {"overall": overall, "per_clip": per_clip}
+
+
+def _mesh_error(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(F,) per-frame median distance of the 468 mesh points / the reference's IOD."""
+    distances = np.linalg.norm(points[:, :468, :2] - reference[:, :468, :2], axis=2)
+    return np.median(distances, axis=1) / eye_distance(reference)
 
 
 def _median(values) -> float | None:
@@ -302,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames-per-clip", type=int, default=75)
     parser.add_argument("--rounds", type=int, default=2, help="alternating speed rounds per size")
     parser.add_argument("--no-write", action="store_true", help="print only, keep results/ unchanged")
+    parser.add_argument("--model", default="attention", help="FaceLandmarker model (attention, mesh_iris)")
     args = parser.parse_args(argv)
 
     shared = Path(os.environ.get("DMASK_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -315,14 +338,14 @@ def main(argv: list[str] | None = None) -> int:
 
     python = mediapipe_python()
     clips = read_clips(shared / "videos", args.frames_per_clip)
-    landmarker = FaceLandmarker(threads=1)
+    landmarker = FaceLandmarker(threads=1, model=args.model)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="dmask-bench-") as tmp:
         workdir = Path(tmp)
         ours, _ = run_ours(landmarker, clips)
         mp_mesh, _, mp_version = run_mediapipe(python, clips, refine=False, workdir=workdir)
         mp_iris, _, _ = run_mediapipe(python, clips, refine=True, workdir=workdir)
-        acc = accuracy(ours, mp_mesh, mp_iris)
+        acc = accuracy(ours, mp_mesh, mp_iris, landmarker.model)
 
         speed = {}
         for size_name, (width, height) in SPEED_SIZES.items():
@@ -347,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         anchor = network_anchor(landmarker, python)
     results = {
         "topic": "landmarks",
+        "model": landmarker.model,
         "networks_ms": anchor,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "machine": {**machine(), "mediapipe": mp_version, "pinned_cpu": PINNED_CPU},
@@ -386,31 +410,39 @@ def render_markdown(r: dict) -> str:
         "",
         f"Goals: mesh median ≤ {GOALS['mesh_median_iod']:.1%}, "
         f"iris centre median ≤ {GOALS['iris_median_iod']:.0%}.",
-        "Mesh: our 468 points vs MediaPipe `refine_landmarks=False` (per-frame median over points). "
+        f"Our model: `{r['model']}`. Mesh: our 468 points vs the MediaPipe FaceMesh configuration that "
+        f"runs the same network (`{acc['overall']['mesh_reference']}`; per-frame median over points); "
+        "for scale, also vs the other configuration, and MediaPipe's two configurations vs each other: "
+        f"{_pct(acc['overall']['mediapipe_refine_true_vs_false_mesh_median_iod'])} median. "
         "Iris: our iris centres vs MediaPipe `refine_landmarks=True` points 468/473 (mean of both eyes).",
         "Our crops sample at pixel centres (exact geometry; the mirrored eye crop is an exact mirror); "
         "MediaPipe's ImageToTensor samples crop pixel u at the image point of its corner, (k − 1)/2 px "
         "away for a crop k image px per crop px, which is most of the mesh difference on large faces "
         "(with MediaPipe's convention the mesh matched to 0.04% median).",
         "",
-        "| clip | size | frames (ours / MP / compared) | mesh median | iris median | iris p95 |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| clip | size | frames (ours / MP / compared) | mesh median | mesh vs other config | iris median "
+        "| iris p95 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, c in acc["per_clip"].items():
         w, h = r["clips"][name]
         lines.append(
             f"| {name} | {w}x{h} | {c['frames_face_ours']} / {c['frames_face_mediapipe']} / "
             f"{c['frames_compared']} "
-            f"| {_pct(c['mesh_median_iod'])} | {_pct(c['iris_median_iod'])} | {_pct(c['iris_p95_iod'])} |"
+            f"| {_pct(c['mesh_median_iod'])} | {_pct(c['mesh_other_config_median_iod'])} "
+            f"| {_pct(c['iris_median_iod'])} | {_pct(c['iris_p95_iod'])} |"
         )
     o = acc["overall"]
     lines += [
         f"| **all** | | {o['frames_compared']} compared | **{_pct(o['mesh_median_iod'])}** "
-        f"(p95 {_pct(o['mesh_p95_iod'])}) | **{_pct(o['iris_median_iod'])}** | {_pct(o['iris_p95_iod'])} |",
+        f"(p95 {_pct(o['mesh_p95_iod'])}) | {_pct(o['mesh_other_config_median_iod'])} "
+        f"| **{_pct(o['iris_median_iod'])}** | {_pct(o['iris_p95_iod'])} |",
         "",
         "## Speed (ms per frame, whole landmark stage, one core)",
         "",
-        "Ours: `FaceLandmarker(threads=1)` (detector when needed + mesh + batched iris). MediaPipe: "
+        f"Ours: `FaceLandmarker(threads=1)`, model `{r['model']}` (detector when needed + "
+        + ("attention mesh: backbone, region crops, heads" if r["model"] == "attention" else "mesh + iris")
+        + "). MediaPipe: "
         "`FaceMesh(refine_landmarks=True)` in video mode. Same letterboxed clip frames, alternating rounds. "
         f"Goal: ratio ours/MediaPipe ≤ {GOALS['speed_ratio']}.",
         "",

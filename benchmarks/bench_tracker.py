@@ -15,6 +15,9 @@ inter-pupillary distance (6.3 cm × fitted scale):
 rebuilds the model without the clip being measured (leave-one-clip-out), the honest number.
 Speed: ``FaceTracker.update`` per frame after warm-up, one thread, against an anchor measured in the
 same run: OpenCV ``solvePnP`` (iterative, pose only) on the same 468 points.
+Expression (no ground truth on real clips): the norm of the coefficients on the first frame (a person's
+face shape shown as expression would make it large) and their activity after the first 2 s (norm of the
+per-coefficient standard deviation over time: expressions are still followed).
 Writes benchmarks/results/tracker.json and tracker.md.
 """
 
@@ -82,6 +85,23 @@ def machine() -> dict:
     }
 
 
+LANDMARK_STAGE = ("dmask_live/landmarks.py", "dmask_live/attention_mesh.py", "dmask_live/face_detector.py",
+                  "dmask_live/roi.py", "dmask_live/models.py", "dmask_live/inference.py", "onnx")
+
+
+def code_state() -> dict:
+    """The commit measured and which landmark-stage files differ from it (the residuals depend on them)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", *LANDMARK_STAGE).splitlines()]
+    commit = git("rev-parse", "--short", "HEAD").strip() or None
+    return {"commit": commit, "landmark_stage_uncommitted": changed}
+
+
 def read_clip(path: Path, landmarker) -> tuple[list, float]:
     import cv2
 
@@ -102,7 +122,7 @@ def track_clip(model, frames: list, fps: float, timed: bool) -> dict:
 
     tracker = FaceTracker(model)
     groups = {"all": [], "eye": [], "lid_margin": [], "iris": []}
-    times, tracked = [], 0
+    times, tracked, expressions = [], 0, []
     for index, landmarks in enumerate(frames):
         t0 = time.perf_counter()
         state = tracker.update(landmarks, index / fps)
@@ -110,6 +130,7 @@ def track_clip(model, frames: list, fps: float, timed: bool) -> dict:
         if not state.tracked or landmarks is None:
             continue
         tracked += 1
+        expressions.append(state.expression)
         errors = tracker._fit_errors_px(landmarks)
         ipd = errors["ipd_px"]
         margins = errors["eye_contours"][:, :16]
@@ -121,6 +142,10 @@ def track_clip(model, frames: list, fps: float, timed: bool) -> dict:
             groups["iris"].append(iris.mean() / ipd)
     out = {key: 100.0 * float(np.mean(values)) if values else None for key, values in groups.items()}
     out.update(frames=len(frames), tracked=tracked)
+    if expressions:
+        out["expression_first_frame_norm"] = float(np.linalg.norm(expressions[0]))
+        later = np.array(expressions[int(2 * fps) :])
+        out["expression_activity_after_2s"] = float(np.linalg.norm(later.std(0))) if len(later) > 1 else None
     if timed:
         out["times_s"] = times[30:] if len(times) > 60 else times
     return out
@@ -229,7 +254,13 @@ def write_markdown(result: dict, path: Path) -> None:
         f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['os']}, Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         + "; one thread.",
-        f"Command: `{result['command']}`",
+        f"Command: `{result['command']}`; load average at the end "
+        + ", ".join(str(v) for v in result["load_average"])
+        + " (1, 5, 15 min).",
+        f"Code: commit {result['code']['commit']}; landmark-stage files not committed: "
+        + (", ".join(result["code"]["landmark_stage_uncommitted"]) or "none")
+        + ". The packaged (in-sample) model was built from the landmark stage of its build time; "
+        "the held-out models are rebuilt from this run's landmarks.",
         "",
         "## Fit residual, % of inter-pupillary distance (mean over tracked frames)",
         "",
@@ -255,6 +286,16 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{fmt(t['held_out_lid_margin'])} | {fmt(t['held_out_iris'])} |",
         "",
         "Goals: all ≤ 1.5 %, eye ≤ 1.0 %. Published digital mask: eyeball 0.81–1.00 %, eyelid 1.24–1.61 %.",
+        "",
+        "## Expression on the real clips (in-sample model)",
+        "",
+        "| clip | norm of the coefficients on the first frame | activity after 2 s |",
+        "| --- | --- | --- |",
+        *[
+            f"| {name} | {fmt(row.get('expression_first_frame_norm'))} | "
+            f"{fmt(row.get('expression_activity_after_2s'))} |"
+            for name, row in result["clips"].items()
+        ],
         "",
         "## Speed (FaceTracker.update per frame, after warm-up, one thread)",
         "",
@@ -312,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python benchmarks/bench_tracker.py" + (" --no-holdout" if args.no_holdout else ""),
         "machine": machine(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "code": code_state(),
         "model_version": model.version,
         "num_expressions": model.num_expressions,
         "clips": rows,

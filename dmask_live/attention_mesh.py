@@ -80,6 +80,14 @@ class AttentionMesh:
         channels = self.heads.session.get_inputs()[0].shape[1]
         self._crops = np.zeros((len(self.regions), channels, height, width), np.float32)
         self._layout_rows()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Load (or compile) the numba kernels now rather than on the first tracked frame."""
+        shape = self.backbone.session.get_outputs()[self._feature].shape[1:]
+        features = np.zeros([int(d) for d in shape], np.float32)
+        mesh = np.zeros((int(np.prod(self.backbone.session.get_outputs()[0].shape[1:])) // 3, 3), np.float32)
+        attention_kernels.crop_regions(mesh, *self._kernel_args, features, self._matrices, self._crops)
 
     @staticmethod
     def _region_arrays(regions: list[Region]) -> tuple[np.ndarray, ...]:

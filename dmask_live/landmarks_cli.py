@@ -34,6 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="onnxruntime threads per network (default: %(default)s)"
     )
+    parser.add_argument(
+        "--model",
+        choices=("attention", "mesh_iris"),
+        default="attention",
+        help="attention mesh (MediaPipe's refine_landmarks=True network) or mesh + iris model "
+        "(default: %(default)s)",
+    )
 
 
 def load_image(path: str | None) -> np.ndarray:
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         image = load_image(args.image)
-        landmarker = FaceLandmarker(model_dir=args.model_dir, threads=args.threads)
+        landmarker = FaceLandmarker(model_dir=args.model_dir, threads=args.threads, model=args.model)
     except (ValueError, ModelError) as error:
         print(f"dmask-live landmarks: {error}")
         return 2

@@ -49,7 +49,7 @@ def transform_landmarks(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 class AttentionMesh:
     """The attention mesh: :meth:`run_backbone` on a (1, 3, 192, 192) float32 [0, 1] crop, then
-    :meth:`refine` for its lips, eyes and irises. Not thread-safe (reuses its crop buffers)."""
+    :meth:`refine` for its lips, eyes and irises. Keeps nothing between calls."""
 
     def __init__(
         self,
@@ -74,11 +74,10 @@ class AttentionMesh:
             raise ValueError(f"{self.heads.path.name}: regions must crop one feature map at one size")
         self._feature = self._features[features.pop()]
         self._kernel_args = self._region_arrays(self.regions)
-        self._matrices = np.zeros((len(self.regions), 4, 4))
         self._matrix_scales = np.stack([r.matrix_scale for r in self.regions])
         width, height = sampler_sizes.pop()
         channels = self.heads.session.get_inputs()[0].shape[1]
-        self._crops = np.zeros((len(self.regions), channels, height, width), np.float32)
+        self._crop_shape = (len(self.regions), channels, height, width)
         self._layout_rows()
         self._warm_up()
 
@@ -87,7 +86,8 @@ class AttentionMesh:
         shape = self.backbone.session.get_outputs()[self._feature].shape[1:]
         features = np.zeros([int(d) for d in shape], np.float32)
         mesh = np.zeros((int(np.prod(self.backbone.session.get_outputs()[0].shape[1:])) // 3, 3), np.float32)
-        attention_kernels.crop_regions(mesh, *self._kernel_args, features, self._matrices, self._crops)
+        matrices, crops = np.empty((len(self.regions), 4, 4)), np.empty(self._crop_shape, np.float32)
+        attention_kernels.crop_regions(mesh, *self._kernel_args, features, matrices, crops)
 
     @staticmethod
     def _region_arrays(regions: list[Region]) -> tuple[np.ndarray, ...]:
@@ -142,10 +142,11 @@ class AttentionMesh:
         Rows are the head outputs in :attr:`output_rows` order (region by region, as in the spec).
         """
         features = np.ascontiguousarray(outputs[self._feature][0])  # (H, W, C)
-        attention_kernels.crop_regions(mesh, *self._kernel_args, features, self._matrices, self._crops)
-        heads = self.heads(*(self._crops[r : r + 1] for r in range(len(self.regions))))
+        matrices, crops = np.empty((len(self.regions), 4, 4)), np.empty(self._crop_shape, np.float32)
+        attention_kernels.crop_regions(mesh, *self._kernel_args, features, matrices, crops)
+        heads = self.heads(*(crops[r : r + 1] for r in range(len(self.regions))))
         points = np.concatenate([heads[i].reshape(-1, 2) for i in self._head_order]).astype(np.float64)
-        scaled = self._matrices * self._matrix_scales
+        scaled = matrices * self._matrix_scales
         for rows, matrix in zip(self._region_rows, scaled, strict=True):
             points[rows] = transform_landmarks(points[rows], matrix)
         return points

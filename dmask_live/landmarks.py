@@ -7,17 +7,20 @@ Two landmark models, chosen with ``FaceLandmarker(model=...)``:
   (:mod:`dmask_live.attention_mesh`); a third of the arithmetic of mesh + two iris runs;
 * ``"mesh_iris"``: the 468-point mesh model, then the separate iris model on both eyes.
 
-Per frame, as MediaPipe's FaceMesh + Iris graphs do it (step 3 is the ``mesh_iris`` model's; the
-attention model refines the same points from its feature map instead):
+Per frame, as MediaPipe's FaceMesh (+ Iris) graphs do it:
 
 1. detector (only when no face is tracked): BlazeFace short range → the largest face;
    its ROI is a square 1.5× the box, rotated so the detector's eye keypoints are level;
 2. 468-point mesh on that ROI warped to 192×192 in [0, 1]; the sigmoid face-presence score
    decides whether a face is there;
-3. iris model on both eyes in one batched call: 64×64 crops 2.3× the eye-corner span
-   (landmarks 33→133 and 362→263), the second eye mirrored because the model only knows
-   one eye; its 71-point contour replaces the mesh's eye points (x, y; mesh z kept) and
-   its 5 iris points are appended (MediaPipe's ``refine_landmarks=True`` order).
+3. eyes and irises. ``attention``: the heads read 16×16 crops of the mesh network's own 48×48
+   feature map, boxed by the mesh's lip and eye points, and replace the lip (80) and eye-contour
+   (71 per eye) points (x, y; mesh z kept) and give the 5 iris points per eye (at the mean depth
+   of the eye's lid-margin points), as MediaPipe's ``refine_landmarks=True`` does.
+   ``mesh_iris``: iris model on both eyes in one batched call: 64×64 crops 2.3× the eye-corner
+   span (landmarks 33→133 and 362→263), the second eye mirrored because the model only knows
+   one eye; its 71-point contour replaces the mesh's eye points (x, y; mesh z kept) and its 5
+   iris points are appended (MediaPipe's ``refine_landmarks=True`` order).
 4. tracking: the next frame's ROI comes from these landmarks (1.5× their box, rotated by
    33→263); the detector runs again only when presence drops below ``min_presence``.
 

@@ -30,10 +30,9 @@ def roi_from_box(
 
 def roi_from_points(points: np.ndarray, start: int, end: int, scale: float) -> Roi:
     """ROI around the bounding box of ``points`` (N, ≥2), aligned with points[start]→points[end]."""
-    xy = points[:, :2]
-    xmin, ymin = xy.min(axis=0)
-    xmax, ymax = xy.max(axis=0)
-    return roi_from_box(float(xmin), float(ymin), float(xmax), float(ymax), xy[start], xy[end], scale)
+    xy = points[:, :2].T.copy()  # (2, N): numpy reduces contiguous rows far faster than columns
+    (xmin, ymin), (xmax, ymax) = xy.min(axis=1).tolist(), xy.max(axis=1).tolist()
+    return roi_from_box(xmin, ymin, xmax, ymax, xy[:, start], xy[:, end], scale)
 
 
 def crop_affine(roi: Roi, out_size: int, flip: bool = False) -> np.ndarray:

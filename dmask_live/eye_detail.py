@@ -59,6 +59,11 @@ STYLES = (
     RibbonStyle("crease", ((-0.035, (*CREASE, 0.0)), (0.0, (*CREASE, 0.45)), (0.05, (*CREASE, 0.0))),
                 0.2, 0.5, 0.08),
 )
+# What shows where the eyeball does not reach the lid margins: the pink caruncle in the inner
+# corner, conjunctiva in the lids' shadow elsewhere, darker deep in the socket.
+CARUNCLE = (0.80, 0.50, 0.50)
+CONJUNCTIVA = (0.74, 0.66, 0.64)
+SOCKET_DEPTH = (0.55, 0.45, 0.44)
 LOOP_POINTS = 9
 OPEN_APERTURE = 0.28  # a neutral eye's lid-to-lid height over its width (the canonical model's)
 
@@ -68,6 +73,16 @@ def taper(count: int, corner_width: float, widest_at: float) -> np.ndarray:
     s = np.linspace(0.0, 1.0, count)
     power = np.log(0.5) / np.log(min(max(widest_at, 0.05), 0.95))
     return corner_width + (1.0 - corner_width) * np.sin(np.pi * s ** power)
+
+
+def socket_colours(ring_length: int, inner_corner: int = 8) -> np.ndarray:
+    """(ring_length + 1, 4) RGBA of an eye socket fan: ring vertices, then the fan's centre."""
+    steps = np.abs(np.arange(ring_length) - inner_corner)
+    steps = np.minimum(steps, ring_length - steps)  # around the loop
+    weight = np.exp(-0.5 * (steps / 1.2) ** 2)[:, None]
+    ring = (1.0 - weight) * np.asarray(CONJUNCTIVA) + weight * np.asarray(CARUNCLE)
+    rgb = np.vstack([ring, SOCKET_DEPTH])
+    return np.hstack([rgb, np.ones((len(rgb), 1))]).astype(np.float32)
 
 
 def ribbon_triangles(styles=STYLES, count: int = LOOP_POINTS, eyes: int = 2) -> np.ndarray:
@@ -113,12 +128,15 @@ def ribbon_vertices(verts: np.ndarray, eye_rings: np.ndarray, towards_camera: np
         for style in styles:
             loop = loops[style.loop]
             normal = _outward_normals(loop[:, :2], centre)
+            if style.loop in ("upper", "lower"):  # the gap to the other margin, along this one's normal
+                other = loops["lower" if style.loop == "upper" else "upper"]
+                gap = np.maximum(-np.sum((other[:, :2] - loop[:, :2]) * normal, axis=1), 0.0)
             profile = taper(len(loop), style.corner_width, style.widest_at) * width
             lifted = loop + towards_camera * (style.lift * width)
             for offset, rgba in style.rows:
                 distance = offset * profile
                 if offset < 0.0 and style.loop != "crease":
-                    distance = np.maximum(distance, -style.inside_limit * aperture)
+                    distance = np.maximum(distance, -style.inside_limit * gap)
                 row = np.empty((len(loop), 7))
                 row[:, :3] = lifted
                 row[:, :2] += normal * distance[:, None]

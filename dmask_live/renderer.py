@@ -33,7 +33,6 @@ IRIS = (0.30, 0.42, 0.55)
 PUPIL = (0.04, 0.04, 0.05)
 MOUTH_INSIDE = (0.22, 0.09, 0.09)
 NOSTRIL = (0.16, 0.09, 0.08)
-EYE_SOCKET = (0.82, 0.70, 0.67)  # conjunctiva: what shows where the eyeball does not reach the corners
 CLOSED_LID = tuple(0.78 * c for c in SKIN)  # where closed lid margins meet (reads as a lash line)
 CLOSED_OPENNESS = 0.04  # both lids of an eye below this openness: the eye is closed
 GLYPH: Colour = (112, 120, 132)  # "face not found" outline
@@ -270,12 +269,20 @@ class AvatarRenderer:
             self._eye_prog, [(self._disc_vbo, "3f", "in_local")], index_buffer=self._disc_ibo
         )
         # Fills behind the mouth ring (dark) and each eye ring (conjunctiva): fans to a point pushed back.
+        # The eye sockets carry per-vertex colour (pink caruncle at the inner corner, shaded
+        # conjunctiva elsewhere), drawn with the ribbon program; the mouth is one flat colour.
         self._fills = []
-        for ring, colour in [(self._mouth_ring, MOUTH_INSIDE)] + [(r, EYE_SOCKET) for r in self._eye_rings]:
-            vbo = ctx.buffer(reserve=(len(ring) + 1) * 3 * 4, dynamic=True)
+        for k, ring in enumerate([self._mouth_ring, *self._eye_rings]):
             ibo = ctx.buffer(_fan(len(ring)).tobytes())
-            vao = ctx.vertex_array(self._flat_prog, [(vbo, "3f", "in_pos")], index_buffer=ibo)
-            self._fills.append((ring, colour, vbo, vao))
+            if k == 0:
+                vbo = ctx.buffer(reserve=(len(ring) + 1) * 3 * 4, dynamic=True)
+                vao = ctx.vertex_array(self._flat_prog, [(vbo, "3f", "in_pos")], index_buffer=ibo)
+            else:
+                vbo = ctx.buffer(reserve=(len(ring) + 1) * 7 * 4, dynamic=True)
+                vao = ctx.vertex_array(self._ribbon_prog, [(vbo, "3f 4f", "in_pos", "in_rgba")],
+                                       index_buffer=ibo)
+            self._fills.append((ring, MOUTH_INSIDE, vbo, vao))
+        self._socket_rgba = eye_detail.socket_colours(len(self._eye_rings[0]))
         # Eye detail (lash lines, lid shadow, crease): one buffer of RGBA ribbons, one draw call.
         tris = eye_detail.ribbon_triangles(eye_detail.STYLES)
         self._ribbon_vbo = ctx.buffer(reserve=(int(tris.max()) + 1) * 7 * 4, dynamic=True)
@@ -419,12 +426,16 @@ class AvatarRenderer:
             loop = verts[ring]
             if k == 0:
                 centre = loop.mean(0) + backward * self._mouth_depth
-            elif closed[k - 1]:
-                centre, colour = loop.mean(0), CLOSED_LID
+                vbo.write(np.vstack([loop, centre]).astype(np.float32).tobytes())
+                self._flat_prog["color"].value = colour
+                vao.render()
+                continue
+            rgba = self._socket_rgba
+            if closed[k - 1]:
+                centre, rgba = loop.mean(0), np.tile((*CLOSED_LID, 1.0), (len(loop) + 1, 1))
             else:
                 centre = loop.mean(0) + backward * self._socket_depth
-            vbo.write(np.vstack([loop, centre]).astype(np.float32).tobytes())
-            self._flat_prog["color"].value = colour
+            vbo.write(np.hstack([np.vstack([loop, centre]), rgba]).astype(np.float32).tobytes())
             vao.render()
 
     def _draw_eyeball(self, state: AvatarState, eye: int, out_scale: np.ndarray) -> None:

@@ -176,6 +176,28 @@ def test_one_lid_closing_is_per_eye(renderer):
     assert sclera_mask(image[eye_box(state, 1)]).sum() > 40
 
 
+def test_skull_continues_above_the_forehead(renderer):
+    """The face mesh ends at the forehead; the canonical skull goes on above it (no background)."""
+    state = frontal()
+    image = renderer.render(state)
+    top = fm.posed_vertices(fm.load_face_model(), state)[10]  # the mesh's topmost forehead point
+    for dy in (5, 30, 60):
+        r, g, b = image[int(top[1]) - dy, int(top[0])].astype(int)
+        assert (r, g, b) != BACKGROUND and r > g > b, (dy, r, g, b)
+
+
+def test_inner_eye_corner_is_pink_caruncle(renderer):
+    """Where the eyeball does not reach the inner canthus, a pink caruncle shows (not skin, not white)."""
+    state = frontal()
+    image = renderer.render(state).astype(int)
+    model = fm.load_face_model()
+    ring = fm.posed_vertices(model, state)[model.eye_ring[0]]
+    inner, centre = ring[8, :2], ring[:, :2].mean(0)
+    x, y = (inner + 0.12 * (centre - inner)).astype(int)
+    r, g, b = image[y, x]
+    assert r - g > 45 and r > 150, (r, g, b)
+
+
 def test_head_position_follows_translation(renderer):
     left = renderer.render(frontal(translation=[200.0, 240.0]))
     right = renderer.render(frontal(translation=[440.0, 240.0]))

@@ -175,3 +175,17 @@ def test_a_graph_without_region_crops_is_refused(mediapipe_wheel):
     graph = read_tflite(models._read_wheel(mediapipe_wheel)["face_landmark"])
     with pytest.raises(UnsupportedOpError, match="not an attention mesh"):
         attention_spec(graph)
+
+
+def test_heads_take_their_three_crops_positionally():
+    from dmask_live.inference import OnnxModel
+
+    try:
+        heads = OnnxModel(models.load_model_paths()["face_landmark_attention_heads"])
+    except models.ModelError as error:
+        pytest.skip(f"ONNX models not built (run `dmask-live models`): {error}")
+    crops = [np.zeros((1, 32, 16, 16), np.float32)] * 3
+    assert [o.shape for o in heads(*crops)] == [(1, 1, 1, 160), (1, 1, 1, 142), (1, 1, 1, 10), (1, 1, 1, 142),
+                                                 (1, 1, 1, 10)]  # fmt: skip
+    with pytest.raises(ValueError, match="expected 3 inputs, got 2"):
+        heads(*crops[:2])

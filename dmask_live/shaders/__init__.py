@@ -92,7 +92,7 @@ void main() {
     vec3 n = normalize(eye_matrix * cornea);
     if (n.z > 0.0) n = -n;
     float diffuse = max(dot(n, light_dir), 0.0);
-    float spec = pow(max(dot(n, h), 0.0), 220.0) * 0.9;
+    float spec = pow(max(dot(n, h), 0.0), 400.0) * 0.9;  // the catchlight
     f_color = vec4(base * (0.6 + 0.4 * diffuse) + vec3(spec), 1.0);
 }
 """

@@ -14,9 +14,16 @@ Scenarios, all in the same run:
                  mask once, masked self-view back to the patient as in a real consult).
 The clinician stand-in releases frames at the marker bit in every scenario, as browsers do.
 
-Masker: the real ``PipelineWorker`` when it can be built (``--masker pipeline``, default when
-available), else ``--masker standin``: a worker thread that sleeps ``--standin-ms`` per frame
-and returns a flat rendering (relay overhead without the pipeline's CPU use).
+Masker: the real pipeline when it can be built (``--masker pipeline``, default when available),
+placed as ``dmask-live serve`` places it (``--mask-in process|thread`` to choose), else
+``--masker standin``: a worker thread that sleeps ``--standin-ms`` per frame and returns a flat
+rendering (relay overhead without the pipeline's CPU use). Overload always uses the stand-in at
+2 frame intervals.
+
+Per-stage breakdown (1-consult runs): aiortc's jitter-buffer release and sender hand-off are
+timestamped by wrapping its methods in the benchmark's processes, the relay's own stages by its
+``trace_frames`` record; each stage's events are mapped to the sent frame by pts. A wake-up probe
+(a thread sleeping 2 ms) inside the server and alone in a process shows the GIL's share of delays.
 
     python benchmarks/bench_relay.py                      # full run, writes results/relay.{json,md}
     python benchmarks/bench_relay.py --quick --no-write   # smoke run
@@ -122,9 +129,9 @@ class StandinMasker:
 
 def masker_factory(spec: dict):
     if spec["kind"] == "pipeline":
-        from dmask_live.pipeline import PipelineWorker
+        from dmask_live.server import pipeline_masker_factory
 
-        return PipelineWorker
+        return pipeline_masker_factory(spec["mask_in"])
     return lambda: StandinMasker(spec["delay_ms"])
 
 
@@ -193,6 +200,45 @@ class StageProbes:
         return {"released": list(self.released.items()), "sent": list(self.sent.items())}
 
 
+# --------------------------------------------------------------------------- GIL probe
+class WakeProbe:
+    """How late a thread wakes from a 2 ms sleep: OS scheduling, plus waiting for the GIL when it
+    runs inside a busy Python process. The same probe alone in its own process measures the OS
+    share, so the difference is what the server's threads lose to each other over the GIL."""
+
+    def __init__(self, period_s: float = 0.002) -> None:
+        import threading
+
+        self._period = period_s
+        self._late: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wake-probe", daemon=True)
+
+    def start(self) -> WakeProbe:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            time.sleep(self._period)
+            self._late.append(time.perf_counter() - started - self._period)
+
+    def summary(self) -> dict:
+        late = np.array(self._late[-20000:]) * 1000.0
+        if late.size == 0:
+            return {}
+        return {"p50_ms": round(float(np.percentile(late, 50)), 2),
+                "p95_ms": round(float(np.percentile(late, 95)), 2),
+                "p99_ms": round(float(np.percentile(late, 99)), 2)}
+
+
+def wake_probe_main(duration: float, out) -> None:
+    probe = WakeProbe().start()
+    time.sleep(duration)
+    out.put(probe.summary())
+
+
 # --------------------------------------------------------------------------- server process
 def server_main(port: int, mode: str, masker: dict, ready) -> None:
     import logging
@@ -200,6 +246,8 @@ def server_main(port: int, mode: str, masker: dict, ready) -> None:
     from dmask_live.server import limit_blas_threads
 
     limit_blas_threads()  # as `dmask-live serve` does
+    if os.environ.get("BENCH_SWITCH_MS"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_MS"]) / 1000.0)
 
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(_serve(port, mode, masker, ready))
@@ -209,13 +257,14 @@ async def _serve(port: int, mode: str, masker: dict, ready) -> None:
     from aiohttp import web
 
     probes = StageProbes().install()
+    wake = WakeProbe().start()
     traces: list = []
     if mode == "mask":
         from dmask_live.relay import MaskingRelay
         from dmask_live.server import REGISTRY_KEY, check_pipeline, create_app
 
         if masker["kind"] == "pipeline":
-            await check_pipeline()  # as `dmask-live serve` does: build + warm up before serving
+            await check_pipeline(masker["mask_in"])  # as `dmask-live serve` does: build + warm up
         MaskingRelay.trace_frames = 5000
 
         app = create_app(masker_factory(masker))
@@ -231,7 +280,7 @@ async def _serve(port: int, mode: str, masker: dict, ready) -> None:
         app = stock_app(marker=mode == "stock+marker")
 
     async def trace(request):
-        return web.json_response({**probes.as_dict(), "relay": traces})
+        return web.json_response({**probes.as_dict(), "relay": traces, "wake": wake.summary()})
 
     app.router.add_get("/bench/trace", trace)
     runner = web.AppRunner(app)
@@ -503,6 +552,20 @@ def stage_breakdown(sent: dict[int, float], received, probes: dict, start: float
     return out
 
 
+RELAY_STAGES = ("arrived", "picked", "rgb", "masked", "yuv", "encoded")
+
+
+def relay_stages(trace: list[dict], skip: int = 90) -> dict:
+    """p50/p95 (ms) of each of the relay's own stages for one consult (first ``skip`` frames dropped)."""
+    records = [r for r in trace[skip:] if all(name in r for name in RELAY_STAGES)]
+    out = {}
+    for before, after in zip(RELAY_STAGES, RELAY_STAGES[1:], strict=False):
+        ms = np.array([r[after] - r[before] for r in records]) * 1000.0
+        if ms.size:
+            out[after] = [round(float(np.percentile(ms, 50)), 1), round(float(np.percentile(ms, 95)), 1)]
+    return out
+
+
 def summarise(latencies: list[tuple[float, float]], start: float, duration: float) -> dict:
     kept = [(c, lat) for c, lat in latencies if c >= start + WARMUP_S]
     values = np.array([lat for _, lat in kept]) * 1000.0
@@ -535,7 +598,8 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     ready = ctx.Event()
-    server = ctx.Process(target=server_main, args=(port, mode, masker, ready), daemon=True)
+    # not a daemon: the server may start masking processes of its own (ProcessMasker)
+    server = ctx.Process(target=server_main, args=(port, mode, masker, ready))
     server.start()
     try:
         if not ready.wait(60):
@@ -557,12 +621,17 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
             raise RuntimeError("patients did not join")
         clinician_proc = ctx.Process(target=clinicians_main, args=(base, clinicians, duration, clinician_out))
         clinician_proc.start()
+        wake_out = ctx.Queue()
+        wake_proc = ctx.Process(target=wake_probe_main, args=(duration, wake_out), daemon=True)
+        wake_proc.start()
         received, clinician_probes = clinician_out.get(timeout=duration + 120)
         sent, patient_probes = patient_out.get(timeout=60)
         with urllib.request.urlopen(f"{base}/bench/stats") as response:
             server_stats = json.loads(response.read())
         with urllib.request.urlopen(f"{base}/bench/trace") as response:
             server_trace = json.loads(response.read())
+        wake_alone = wake_out.get(timeout=30)
+        wake_proc.join(10)
         patient_proc.join(10)
         clinician_proc.join(10)
     finally:
@@ -580,6 +649,8 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
     p95s = [c.get("p95_ms", float("inf")) for c in per_consult]
     result["worst_p95_ms"] = max(p95s)
     result["server"] = server_stats
+    result["relay_stages"] = [relay_stages(trace) for trace in server_trace.get("relay", [])]
+    result["wake_late_ms"] = {"server thread": server_trace.get("wake", {}), "own process": wake_alone}
     if consults == 1:
         probes = {"patient": patient_probes, "server": server_trace, "clinician": clinician_probes}
         start = min(sent[0].values()) + WARMUP_S
@@ -692,6 +763,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--masker", choices=("auto", "pipeline", "standin"), default="auto")
+    parser.add_argument(
+        "--mask-in", choices=("process", "thread"), default=None,
+        help="where the real pipeline runs (default: as `dmask-live serve` does)",
+    )
     parser.add_argument("--standin-ms", type=float, default=20.0, help="stand-in masking time per frame")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per latency scenario")
     parser.add_argument("--overload-duration", type=float, default=120.0)
@@ -714,8 +789,13 @@ def main() -> int:
             f" (real pipeline unavailable: {reason})" if reason else ""
         )
     else:
-        masker = {"kind": "pipeline"}
-        label = "real PipelineWorker (landmarks + tracker + renderer)"
+        from dmask_live.server import default_mask_in
+
+        mask_in = args.mask_in or default_mask_in()
+        masker = {"kind": "pipeline", "mask_in": mask_in}
+        label = "real pipeline (landmarks + tracker + renderer), " + (
+            "one process per consult (ProcessMasker)" if mask_in == "process" else "one thread per consult"
+        )
     print("masker:", label, flush=True)
     report = {
         "machine": machine(),
@@ -737,13 +817,15 @@ def main() -> int:
         result["masker_ms"] = slow["delay_ms"]
         report["overload"] = result
         print("overload", result["per_consult"][0], result["server"], flush=True)
+        print("  stages", json.dumps(result.get("stages")), flush=True)
 
     if "capacity" not in args.skip:
         runs, best = [], 0
         for n in range(1, args.max_capacity + 1):
             result = run_scenario("mask", masker, n, args.capacity_duration)
             runs.append(result)
-            print("capacity", n, result["worst_p95_ms"], flush=True)
+            print("capacity", n, result["worst_p95_ms"], result["wake_late_ms"], flush=True)
+            print("  relay stages p50/p95 ms", result["relay_stages"], flush=True)
             if result["worst_p95_ms"] >= 100.0:
                 break
             best = n

@@ -325,8 +325,8 @@ class MaskingRelay:
         self.encoded = FrameBroadcast()  # the same masked frames as VP8 packets, for VP8 viewers
         self.encoder = SharedVp8Encoder()
         self._encode = False
-        self._encode_slot: LatestFrameSlot[tuple[VideoFrame, dict | None]] = LatestFrameSlot()
-        self._encode_loop: asyncio.Task | None = None
+        self._output_slot: LatestFrameSlot[_Rendering] = LatestFrameSlot()
+        self._output_loop: asyncio.Task | None = None
         self.trace: deque[dict] | None = deque(maxlen=self.trace_frames) if self.trace_frames else None
         self.stats = RelayStats()
         self._masker_factory = masker_factory
@@ -341,10 +341,10 @@ class MaskingRelay:
         self._last_log = time.monotonic()
         self._slot: LatestFrameSlot[tuple[VideoFrame, float]] = LatestFrameSlot()
         self._tasks = TaskSet(name)
-        # Own threads for pixel-format conversions and for the shared encode: the default executor
-        # also runs aiortc's encoders, and waiting behind them would delay every masked frame.
+        # Own threads for the input conversion and for the output stage (to YUV + the shared encode):
+        # the default executor also runs aiortc's encoders, and waiting behind them would delay frames.
         self._convert = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmask-relay-convert")
-        self._encode_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmask-relay-encode")
+        self._output_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmask-relay-output")
         self._reader: asyncio.Task | None = None
         self._mask_loop: asyncio.Task | None = None
         self._fps = _RateMeter()
@@ -375,8 +375,6 @@ class MaskingRelay:
         """
         self._encode = True
         self.encoder.request_keyframe()
-        if self._encode_loop is None and not self._stopped:
-            self._encode_loop = self._tasks.spawn(self._run_encode_loop(), "encode")
         return KeyframeGatedTrack(self.encoded, self.encoder.request_keyframe)
 
     def attach(self, source: MediaStreamTrack) -> None:
@@ -390,6 +388,7 @@ class MaskingRelay:
         self._reader = self._tasks.spawn(self._read(source), "reader")
         if self._mask_loop is None:
             self._mask_loop = self._tasks.spawn(self._run_mask_loop(), "mask")
+            self._output_loop = self._tasks.spawn(self._run_output_loop(), "output")
 
     async def stop(self) -> None:
         """Stop reading and masking; idempotent."""
@@ -397,7 +396,7 @@ class MaskingRelay:
             return
         self._stopped = True
         self._slot.close()
-        self._encode_slot.close()
+        self._output_slot.close()
         self.output.close()
         self.encoded.close()
         await self._tasks.cancel_all()
@@ -407,7 +406,7 @@ class MaskingRelay:
             except Exception:
                 logger.exception("%s: closing the masker failed", self.name)
         self._convert.shutdown(wait=False)
-        self._encode_thread.shutdown(wait=False)
+        self._output_thread.shutdown(wait=False)
         self._log_counts()
 
     async def _read(self, source: MediaStreamTrack) -> None:
@@ -434,20 +433,17 @@ class MaskingRelay:
                 return
             if frame is _SOURCE_ENDED:
                 if not self._showing_neutral and self._last_pts is not None:
-                    await self._publish(self._ended_frame())
+                    self._publish(self._ended_frame())
                     self._showing_neutral = True
                 continue
             self._showing_neutral = False
             frame, arrived = await self._fresher(*frame)
             record = self._trace_record(frame, arrived)
-            await self._publish(await self._mask(frame, record), record)
-            self.stats.timed(self._last_masker_s, time.monotonic() - arrived)
-            self.stats.frames_out += 1
-            self._fps.tick()
+            self._publish(await self._mask(frame, arrived, record))
             if time.monotonic() - self._last_log >= self._log_interval:
                 self._log_counts()
 
-    async def _mask(self, frame: VideoFrame, record: dict | None = None) -> VideoFrame:
+    async def _mask(self, frame: VideoFrame, arrived: float, record: dict | None = None) -> _Rendering:
         size = (frame.width, frame.height)
         self._last_size = size
         time_base = self._last_time_base = frame.time_base or _TIME_BASE
@@ -475,9 +471,7 @@ class MaskingRelay:
         if not metrics.tracked:
             self.stats.untracked += 1
         self._send_metrics(metrics)
-        out = await self._in_thread(self._video_frame, image, pts, time_base)
-        _mark(record, "yuv")
-        return out
+        return _Rendering(image, pts, time_base, arrived, record)
 
     async def _in_thread(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._convert, partial(fn, *args, **kwargs))
@@ -506,21 +500,34 @@ class MaskingRelay:
         self.stats.waited_for_fresh += 1
         return newer
 
-    async def _publish(self, frame: VideoFrame, record: dict | None = None) -> None:
-        self.output.publish(frame)
-        if self._encode:
-            self._encode_slot.put((frame, record))
-            self.stats.encode_dropped = self._encode_slot.dropped
+    def _publish(self, rendering: _Rendering) -> None:
+        """Hand a rendering to the output stage (newest wins: the mask loop never waits for it)."""
+        self._output_slot.put(rendering)
+        self.stats.encode_dropped = self._output_slot.dropped
 
-    async def _run_encode_loop(self) -> None:
-        """The shared encode stage: newest masked frame → VP8 packet → ``encoded`` broadcast."""
+    async def _run_output_loop(self) -> None:
+        """The output stage: rendering → yuv420p frame (+ one shared VP8 packet) → the broadcasts.
+
+        One thread hop per frame for both steps; masking frame n+1 overlaps this for frame n.
+        """
         loop = asyncio.get_running_loop()
-        while (item := await self._encode_slot.get()) is not None:
-            frame, record = item
-            packet = await loop.run_in_executor(self._encode_thread, self.encoder.encode, frame)
-            _mark(record, "encoded")
+        while (rendering := await self._output_slot.get()) is not None:
+            frame, packet = await loop.run_in_executor(self._output_thread, self._to_outputs, rendering)
+            self.output.publish(frame)
             if packet is not None:
                 self.encoded.publish(packet)
+            if rendering.arrived is not None:
+                self.stats.timed(self._last_masker_s, time.monotonic() - rendering.arrived)
+                self.stats.frames_out += 1
+                self._fps.tick()
+
+    def _to_outputs(self, rendering: _Rendering) -> tuple[VideoFrame, Any]:
+        """(on the output thread) the yuv420p frame, and its VP8 packet when VP8 viewers exist."""
+        frame = self._video_frame(rendering.image, rendering.pts, rendering.time_base)
+        _mark(rendering.record, "yuv")
+        packet = self.encoder.encode(frame) if self._encode else None
+        _mark(rendering.record, "encoded")
+        return frame, packet
 
     def _trace_record(self, frame: VideoFrame, arrived: float) -> dict | None:
         if self.trace is None:
@@ -529,10 +536,10 @@ class MaskingRelay:
         self.trace.append(record)
         return record
 
-    def _ended_frame(self) -> VideoFrame:
+    def _ended_frame(self) -> _Rendering:
         pts = self._last_pts + 3000 if self._last_pts is not None else 0
         self._last_pts = pts
-        return self._video_frame(self._neutral(self._last_size or (640, 480)), pts, self._last_time_base)
+        return _Rendering(self._neutral(self._last_size or (640, 480)), pts, self._last_time_base)
 
     def _checked(self, masked: MaskedFrame, source: np.ndarray) -> np.ndarray:
         """The masker's rendering, or the neutral frame when the face is lost; raises if unusable."""
@@ -584,6 +591,17 @@ class MaskingRelay:
 
 _TIME_BASE = fractions.Fraction(1, 90000)
 _SOURCE_ENDED: Any = object()
+
+
+@dataclass
+class _Rendering:
+    """A masked (or neutral) RGB image on its way to the output stage."""
+
+    image: np.ndarray
+    pts: int
+    time_base: fractions.Fraction
+    arrived: float | None = None  # when its source frame arrived (None: the "patient gone" frame)
+    record: dict | None = None  # trace record
 TRACE_STAGES = ("arrived", "picked", "rgb", "masked", "yuv", "encoded")
 
 

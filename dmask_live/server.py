@@ -61,32 +61,48 @@ SECURITY_HEADERS = {
 }
 
 
-def pipeline_masker_factory(**pipeline_kwargs) -> Callable[[], Masker]:
-    """Factory of the real masking pipeline (one worker thread per consult)."""
-    from dmask_live.pipeline import PipelineWorker
+MASK_IN = ("process", "thread")
+
+
+def default_mask_in() -> str:
+    """Where each consult's pipeline runs: its own process where frames can be shared unnamed."""
+    from dmask_live import mask_process
+
+    return "process" if mask_process.available() else "thread"
+
+
+def pipeline_masker_factory(mask_in: str = "thread", **pipeline_kwargs) -> Callable[[], Masker]:
+    """Factory of the real masking pipeline, one per consult: ``mask_in="process"`` runs it in a
+    process of its own (``ProcessMasker``: no GIL shared with the event loop or other consults),
+    ``"thread"`` on a worker thread of this process (``PipelineWorker``)."""
+    if mask_in not in MASK_IN:
+        raise ValueError(f"mask_in must be one of {MASK_IN}, got {mask_in!r}")
+    if mask_in == "process":
+        from dmask_live.mask_process import ProcessMasker as make_masker
+    else:
+        from dmask_live.pipeline import PipelineWorker as make_masker
 
     def make() -> Masker:
-        return PipelineWorker(**pipeline_kwargs)
+        return make_masker(**pipeline_kwargs)
 
     return make
 
 
-async def check_pipeline(**pipeline_kwargs) -> None:
-    """Build one pipeline and mask a bundled sample face (scikit-image's astronaut), so a missing
-    model or GL fails at startup and JIT compilation happens before the first consult."""
+async def check_pipeline(mask_in: str = "thread", **pipeline_kwargs) -> None:
+    """Build one pipeline the way consults will and mask a bundled sample face (scikit-image's
+    astronaut), so a missing model or GL fails at startup and JIT compilation happens (and is
+    cached) before the first consult."""
     import cv2
     from skimage import data
 
-    from dmask_live.pipeline import PipelineWorker
-
     face = cv2.resize(np.ascontiguousarray(data.astronaut()), (640, 480))
-    worker = PipelineWorker(**pipeline_kwargs)
+    masker = pipeline_masker_factory(mask_in, **pipeline_kwargs)()
     try:
-        await worker.start()
+        await masker.start()
         for index in range(3):
-            await worker.process(face, index / 30.0)
+            await masker.process(face, index / 30.0)
     finally:
-        await worker.close()
+        await masker.close()
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -248,6 +264,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="pipeline: the avatar (default); neutral: flat frames only (for testing the relay)",
     )
     parser.add_argument("--threads", type=int, default=1, help="landmark network threads per consult")
+    parser.add_argument(
+        "--mask-in", choices=MASK_IN, default=None,
+        help="run each consult's pipeline in its own process (default on Linux) or in a thread",
+    )
     parser.add_argument("--no-start-key", action="store_true", help="let anyone reaching / create consults")
 
 
@@ -269,9 +289,10 @@ def run(args: argparse.Namespace) -> int:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.cert, args.key)
     if args.masker == "pipeline":
+        mask_in = args.mask_in or default_mask_in()
         try:
-            asyncio.run(check_pipeline(threads=args.threads))
-            masker_factory = pipeline_masker_factory(threads=args.threads)
+            asyncio.run(check_pipeline(mask_in, threads=args.threads))
+            masker_factory = pipeline_masker_factory(mask_in, threads=args.threads)
         except Exception as exc:  # noqa: BLE001 - report any reason the pipeline cannot run
             logger.error(
                 "masking pipeline unavailable (%s: %s); --masker neutral serves flat frames (relay test)",

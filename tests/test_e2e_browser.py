@@ -103,11 +103,11 @@ def camera_clip():
 def _masker_factory():
     """The real pipeline when it can be built here, else the neutral stand-in (with a warning)."""
     try:
-        from dmask_live.pipeline import PipelineWorker
-        from dmask_live.server import check_pipeline
+        from dmask_live.server import check_pipeline, default_mask_in, pipeline_masker_factory
 
-        asyncio.run(check_pipeline())  # as `dmask-live serve` does: build and warm up
-        return PipelineWorker, "pipeline"
+        mask_in = default_mask_in()  # as `dmask-live serve` does: build and warm up, then serve
+        asyncio.run(check_pipeline(mask_in))
+        return pipeline_masker_factory(mask_in), f"pipeline in a {mask_in}"
     except Exception as exc:  # noqa: BLE001 - any failure means the real pipeline is unusable here
         warnings.warn(f"e2e runs the neutral stand-in: masking pipeline unavailable ({exc!r})", stacklevel=2)
         return NeutralMasker, "neutral"
@@ -260,6 +260,11 @@ def test_patient_to_clinician_through_relay(camera_clip):
         corners = np.concatenate([shown[:4, :4].reshape(-1, 3), shown[-4:, -4:].reshape(-1, 3)])
         assert np.abs(corners.mean(axis=0) - NEUTRAL_RGB).max() < 20  # the avatar's neutral background
         assert np.abs(_grab_to_array(self_view) - shown).mean() < 40  # the self-view is the masked stream
+        if masker_name.startswith("pipeline") and last_message["metrics"]["tracked"]:
+            # the avatar, not a near-blank grey frame (a viewer of the shared encoder that never
+            # got a key frame showed one while the patient's self-view had the avatar)
+            avatar = np.abs(shown - NEUTRAL_RGB).max(axis=-1) > 30
+            assert avatar.mean() > 0.02, f"clinician sees a blank frame ({avatar.mean():.3f} avatar pixels)"
         assert audio["tracks"] >= 1 and audio["packets"] > 0
 
     asyncio.run(body())

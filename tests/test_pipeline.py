@@ -297,3 +297,63 @@ def test_real_pipeline_no_face_is_neutral(real_pipeline):
     masked = real_pipeline.process(np.full((512, 512, 3), 90, np.uint8), 0.0)
     assert not masked.state.tracked
     assert np.array_equal(masked.image, neutral_frame(512, 512))
+
+
+# --------------------------------------------------------------------------- the pipeline in its own process
+needs_memfd = pytest.mark.skipif(
+    not __import__("dmask_live.mask_process").mask_process.available(), reason="needs os.memfd_create"
+)
+
+
+@needs_memfd
+def test_process_masker_matches_the_pipeline_and_fails_closed_when_it_dies(astronaut):
+    """Same frames as the in-process pipeline (stand-in stages, pickled to the child); a dead child
+    makes ``process`` raise (the relay then sends the neutral frame), never return the input."""
+    from dmask_live.mask_process import ProcessMasker
+
+    stages = {"landmarker": FakeLandmarker(), "tracker": FakeTracker(), "analyzer": FakeAnalyzer()}
+    reference = MaskPipeline(output_size=None, **stages)
+
+    async def main():
+        masker = ProcessMasker(**stages)
+        try:
+            await masker.start()
+            for size in ((320, 240), (256, 192)):  # a new input size gets new shared buffers
+                image = resized(astronaut, size)
+                masked = await masker.process(image, 0.25)
+                expected = reference.process(image, 0.25)
+                assert masked.state.tracked and masked.metrics.tracked
+                assert np.array_equal(masked.image, expected.image)
+                assert not np.shares_memory(masked.image, image)
+                assert set(masked.timings_ms) >= {"landmarks", "total"}
+            uniform = await masker.process(np.full((240, 320, 3), 128, np.uint8), 0.5)
+            assert not uniform.state.tracked and np.array_equal(uniform.image, neutral_frame(320, 240))
+            masker._process.kill()
+            masker._process.join(5)
+            with pytest.raises(RuntimeError, match="exited"):
+                await masker.process(resized(astronaut, (320, 240)), 1.0)
+        finally:
+            await masker.close()
+            await masker.close()  # idempotent
+        with pytest.raises(RuntimeError, match="after close"):
+            await masker.process(astronaut, 2.0)
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        reference.close()
+
+
+@needs_memfd
+def test_process_masker_reports_construction_errors():
+    from dmask_live.mask_process import ProcessMasker
+
+    async def main():
+        masker = ProcessMasker(placement="nowhere")
+        try:
+            with pytest.raises(RuntimeError, match="placement"):
+                await masker.start()
+        finally:
+            await masker.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

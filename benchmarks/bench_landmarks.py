@@ -1,6 +1,9 @@
 """Landmark stage vs MediaPipe FaceMesh: accuracy and single-core speed, in one run.
 
-    python benchmarks/bench_landmarks.py [--frames-per-clip 75] [--rounds 2] [--model attention]
+    python benchmarks/bench_landmarks.py [--frames-per-clip 75] [--rounds 2] [--model both]
+
+Both landmark models by default (``FaceLandmarker(model="mesh_iris")``, the default, and
+``model="attention"``), each against the same MediaPipe runs.
 
 MediaPipe 0.10.21 runs in its own venv (``benchmarks/.mpvenv``, created on first use; set
 ``DMASK_MP_VENV=/path/to/venv`` to reuse one) in a subprocess, never imported here. Frames go
@@ -9,7 +12,7 @@ directory outside the repository that is deleted afterwards.
 
 Accuracy (native clip resolution, video/tracking mode on both sides):
   * our 468 mesh points vs the FaceMesh configuration that runs the same network as ours
-    (``refine_landmarks=True`` for the default attention mesh, ``False`` for ``--model mesh_iris``)
+    (``refine_landmarks=False`` for ``mesh_iris``, ``True`` for the attention mesh)
     — per frame the median point distance / inter-ocular distance (IOD = distance between the two
     eye centres, each the midpoint of its corners 33–133 / 362–263 in MediaPipe's points); median
     over frames; also vs the other configuration, for scale;
@@ -24,6 +27,7 @@ Writes benchmarks/results/landmarks.json and landmarks.md.
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import json
 import os
@@ -324,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames-per-clip", type=int, default=75)
     parser.add_argument("--rounds", type=int, default=2, help="alternating speed rounds per size")
     parser.add_argument("--no-write", action="store_true", help="print only, keep results/ unchanged")
-    parser.add_argument("--model", default="attention", help="FaceLandmarker model (attention, mesh_iris)")
+    parser.add_argument(
+        "--model", choices=("both", "mesh_iris", "attention"), default="both", help="FaceLandmarker model(s)"
+    )
     args = parser.parse_args(argv)
 
     shared = Path(os.environ.get("DMASK_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -338,48 +344,41 @@ def main(argv: list[str] | None = None) -> int:
 
     python = mediapipe_python()
     clips = read_clips(shared / "videos", args.frames_per_clip)
-    landmarker = FaceLandmarker(threads=1, model=args.model)
+    names = ("mesh_iris", "attention") if args.model == "both" else (args.model,)
+    landmarkers = {name: FaceLandmarker(threads=1, model=name) for name in names}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="dmask-bench-") as tmp:
         workdir = Path(tmp)
-        ours, _ = run_ours(landmarker, clips)
         mp_mesh, _, mp_version = run_mediapipe(python, clips, refine=False, workdir=workdir)
         mp_iris, _, _ = run_mediapipe(python, clips, refine=True, workdir=workdir)
-        acc = accuracy(ours, mp_mesh, mp_iris, landmarker.model)
-
-        speed = {}
+        per_model = {
+            name: {"accuracy": accuracy(run_ours(lm, clips)[0], mp_mesh, mp_iris, name), "speed": {}}
+            for name, lm in landmarkers.items()
+        }
         for size_name, (width, height) in SPEED_SIZES.items():
             sized = {name: letterbox(frames, width, height) for name, frames in clips.items()}
-            ours_ms, mp_ms, stages = [], [], []
-            run_ours(landmarker, {k: v[:5] for k, v in sized.items()})  # warm-up
+            ours = {name: ([], []) for name in landmarkers}  # per-frame ms, per-frame stage timings
+            mp_ms = []
+            for lm in landmarkers.values():
+                run_ours(lm, {k: v[:5] for k, v in sized.items()})  # warm-up
             for _ in range(args.rounds):
-                ours_ms += run_ours(landmarker, sized, stages)[1]
+                for name, lm in landmarkers.items():
+                    ours[name][0].extend(run_ours(lm, sized, ours[name][1])[1])
                 mp_ms += run_mediapipe(python, sized, refine=True, workdir=workdir)[1]
-            speed[size_name] = {
-                "ours_stage_median_ms": {
-                    key: statistics.median(t[key] for t in stages) for key in ("detector", "mesh", "iris")
-                },
-                "frames": len(ours_ms),
-                "ours_median_ms": statistics.median(ours_ms),
-                "ours_p95_ms": float(np.percentile(ours_ms, 95)),
-                "mediapipe_median_ms": statistics.median(mp_ms),
-                "mediapipe_p95_ms": float(np.percentile(mp_ms, 95)),
-                "ratio_median": statistics.median(ours_ms) / statistics.median(mp_ms),
-                "ratio_p95": float(np.percentile(ours_ms, 95) / np.percentile(mp_ms, 95)),
-            }
-        anchor = network_anchor(landmarker, python)
+            for name, (ours_ms, stages) in ours.items():
+                per_model[name]["speed"][size_name] = _speed(ours_ms, stages, mp_ms)
+        for name, lm in landmarkers.items():
+            per_model[name]["networks_ms"] = network_anchor(lm, python)
     results = {
         "topic": "landmarks",
-        "model": landmarker.model,
-        "networks_ms": anchor,
+        "default_model": inspect.signature(FaceLandmarker).parameters["model"].default,
+        "models": per_model,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "machine": {**machine(), "mediapipe": mp_version, "pinned_cpu": PINNED_CPU},
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "clips": {name: list(frames.shape[1:3][::-1]) for name, frames in clips.items()},
         "frames_per_clip": args.frames_per_clip,
         "goals": GOALS,
-        "accuracy": acc,
-        "speed": speed,
         "command": " ".join(
             ([f"DMASK_MP_VENV={os.environ['DMASK_MP_VENV']}"] if "DMASK_MP_VENV" in os.environ else [])
             + ["python benchmarks/bench_landmarks.py", *(argv or sys.argv[1:])]
@@ -394,8 +393,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _speed(ours_ms: list[float], stages: list[dict], mp_ms: list[float]) -> dict:
+    return {
+        "ours_stage_median_ms": {
+            key: statistics.median(t[key] for t in stages) for key in ("detector", "mesh", "iris")
+        },
+        "frames": len(ours_ms),
+        "ours_median_ms": statistics.median(ours_ms),
+        "ours_p95_ms": float(np.percentile(ours_ms, 95)),
+        "mediapipe_median_ms": statistics.median(mp_ms),
+        "mediapipe_p95_ms": float(np.percentile(mp_ms, 95)),
+        "ratio_median": statistics.median(ours_ms) / statistics.median(mp_ms),
+        "ratio_p95": float(np.percentile(ours_ms, 95) / np.percentile(mp_ms, 95)),
+    }
+
+
+MODEL_TEXT = {
+    "mesh_iris": "mesh + iris model on both eyes (batched)",
+    "attention": "attention mesh: backbone, region crops (numba), heads — the network FaceMesh runs with "
+    "`refine_landmarks=True`",
+}
+
+
 def render_markdown(r: dict) -> str:
-    m, acc = r["machine"], r["accuracy"]
+    m = r["machine"]
     lines = [
         "# Landmark stage vs MediaPipe FaceMesh",
         "",
@@ -406,51 +427,75 @@ def render_markdown(r: dict) -> str:
         f"MediaPipe {m['mediapipe']} (reference, separate venv). Both sides pinned to CPU {m['pinned_cpu']}; "
         f"load average before/after: {r['load_average_before_after']}.",
         "",
-        "## Accuracy (native resolution, tracking mode; error / inter-ocular distance)",
+        f"Goals: mesh median ≤ {GOALS['mesh_median_iod']:.1%} and iris centre median ≤ "
+        f"{GOALS['iris_median_iod']:.0%} of the inter-ocular distance; speed ratio ours/MediaPipe ≤ "
+        f"{GOALS['speed_ratio']} (median ms per frame, one core). `FaceLandmarker`'s default model: "
+        f"`{r['default_model']}`.",
         "",
-        f"Goals: mesh median ≤ {GOALS['mesh_median_iod']:.1%}, "
-        f"iris centre median ≤ {GOALS['iris_median_iod']:.0%}.",
-        f"Our model: `{r['model']}`. Mesh: our 468 points vs the MediaPipe FaceMesh configuration that "
-        f"runs the same network (`{acc['overall']['mesh_reference']}`; per-frame median over points); "
-        "for scale, also vs the other configuration, and MediaPipe's two configurations vs each other: "
-        f"{_pct(acc['overall']['mediapipe_refine_true_vs_false_mesh_median_iod'])} median. "
-        "Iris: our iris centres vs MediaPipe `refine_landmarks=True` points 468/473 (mean of both eyes).",
-        "Our crops sample at pixel centres (exact geometry; the mirrored eye crop is an exact mirror); "
-        "MediaPipe's ImageToTensor samples crop pixel u at the image point of its corner, (k − 1)/2 px "
-        "away for a crop k image px per crop px, which is most of the mesh difference on large faces "
-        "(with MediaPipe's convention the mesh matched to 0.04% median).",
+        "| model | mesh median | iris median | " + " | ".join(f"ratio {size}" for size in SPEED_SIZES) + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in SPEED_SIZES) + " |",
+    ]
+    for name, result in r["models"].items():
+        o = result["accuracy"]["overall"]
+        ratios = " | ".join(f"**{result['speed'][size]['ratio_median']:.2f}**" for size in SPEED_SIZES)
+        lines.append(f"| `{name}` | {_pct(o['mesh_median_iod'])} | {_pct(o['iris_median_iod'])} | {ratios} |")
+    for name, result in r["models"].items():
+        lines += ["", f"## Model `{name}`: {MODEL_TEXT.get(name, name)}", ""]
+        lines += _accuracy_lines(result["accuracy"], r["clips"])
+        lines += _speed_lines(result["speed"])
+        lines += _network_lines(result.get("networks_ms") or {})
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy_lines(acc: dict, clips: dict) -> list[str]:
+    o = acc["overall"]
+    lines = [
+        "### Accuracy (native resolution, tracking mode; error / inter-ocular distance)",
+        "",
+        "Mesh: our 468 points vs the MediaPipe FaceMesh configuration that runs the same network "
+        f"(`{o['mesh_reference']}`; per-frame median over points); for scale, also vs the other "
+        "configuration (MediaPipe's two configurations differ from each other by "
+        f"{_pct(o['mediapipe_refine_true_vs_false_mesh_median_iod'])} median). "
+        "Iris: our iris centres vs MediaPipe `refine_landmarks=True` points 468/473 (mean of both eyes). "
+        "Our crops sample at pixel centres (exact geometry); MediaPipe's ImageToTensor samples crop pixel "
+        "u at the image point of its corner, (k − 1)/2 px away for a crop k image px per crop px, which "
+        "is most of the mesh difference on large faces (with MediaPipe's convention the mesh matched to "
+        "0.04% median).",
         "",
         "| clip | size | frames (ours / MP / compared) | mesh median | mesh vs other config | iris median "
         "| iris p95 |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, c in acc["per_clip"].items():
-        w, h = r["clips"][name]
+        w, h = clips[name]
         lines.append(
             f"| {name} | {w}x{h} | {c['frames_face_ours']} / {c['frames_face_mediapipe']} / "
             f"{c['frames_compared']} "
             f"| {_pct(c['mesh_median_iod'])} | {_pct(c['mesh_other_config_median_iod'])} "
             f"| {_pct(c['iris_median_iod'])} | {_pct(c['iris_p95_iod'])} |"
         )
-    o = acc["overall"]
-    lines += [
+    lines.append(
         f"| **all** | | {o['frames_compared']} compared | **{_pct(o['mesh_median_iod'])}** "
         f"(p95 {_pct(o['mesh_p95_iod'])}) | {_pct(o['mesh_other_config_median_iod'])} "
-        f"| **{_pct(o['iris_median_iod'])}** | {_pct(o['iris_p95_iod'])} |",
+        f"| **{_pct(o['iris_median_iod'])}** | {_pct(o['iris_p95_iod'])} |"
+    )
+    return lines
+
+
+def _speed_lines(speed: dict) -> list[str]:
+    lines = [
         "",
-        "## Speed (ms per frame, whole landmark stage, one core)",
+        "### Speed (ms per frame, whole landmark stage, one core)",
         "",
-        f"Ours: `FaceLandmarker(threads=1)`, model `{r['model']}` (detector when needed + "
-        + ("attention mesh: backbone, region crops, heads" if r["model"] == "attention" else "mesh + iris")
-        + "). MediaPipe: "
-        "`FaceMesh(refine_landmarks=True)` in video mode. Same letterboxed clip frames, alternating rounds. "
-        f"Goal: ratio ours/MediaPipe ≤ {GOALS['speed_ratio']}.",
+        "Ours: `FaceLandmarker(threads=1, model=...)`, detector when needed. MediaPipe: "
+        "`FaceMesh(refine_landmarks=True)` in video mode. Same letterboxed clip frames, rounds alternating "
+        "between our models and MediaPipe.",
         "",
         "| frame size | frames | ours median | ours p95 | MediaPipe median | MediaPipe p95 "
         "| ratio (median) | ratio (p95) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for size, s in r["speed"].items():
+    for size, s in speed.items():
         lines.append(
             f"| {size} | {s['frames']} | {s['ours_median_ms']:.2f} | {s['ours_p95_ms']:.2f} | "
             f"{s['mediapipe_median_ms']:.2f} | {s['mediapipe_p95_ms']:.2f} | **{s['ratio_median']:.2f}** | "
@@ -458,31 +503,37 @@ def render_markdown(r: dict) -> str:
         )
     lines += [
         "",
-        "Our per-stage medians (ms; mesh and iris include their crops): "
+        "Our per-stage medians (ms; mesh and iris include their crops; for the attention mesh, iris = "
+        "region crops + heads): "
         + "; ".join(
             f"{size}: " + ", ".join(f"{k} {v:.2f}" for k, v in s["ours_stage_median_ms"].items())
-            for size, s in r["speed"].items()
+            for size, s in speed.items()
         )
         + ".",
     ]
-    if r.get("networks_ms"):
-        lines += [
-            "",
-            "## Bare networks, one thread (ms per call, median)",
-            "",
-            "The same networks: ours converted to ONNX in onnxruntime vs MediaPipe's TFLite files in "
-            "LiteRT (XNNPACK), interleaved calls on random input.",
-            "",
-            "| network | onnxruntime | LiteRT | ratio |",
-            "| --- | --- | --- | --- |",
-        ]
-        for name, t in r["networks_ms"].items():
-            if "litert" in t:
-                ratio = t["onnxruntime"] / t["litert"]
-                lines.append(f"| {name} | {t['onnxruntime']:.2f} | {t['litert']:.2f} | {ratio:.2f} |")
-            else:
-                lines.append(f"| {name} | {t['onnxruntime']:.2f} | n/a (custom ops) | |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _network_lines(networks: dict) -> list[str]:
+    if not networks:
+        return []
+    lines = [
+        "",
+        "### Bare networks, one thread (ms per call, median)",
+        "",
+        "Ours converted to ONNX in onnxruntime vs MediaPipe's TFLite files in LiteRT (XNNPACK), "
+        "interleaved calls on random input (LiteRT cannot run the attention mesh's MediaPipe custom ops).",
+        "",
+        "| network | onnxruntime | LiteRT | ratio |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, t in networks.items():
+        if "litert" in t:
+            ratio = t["onnxruntime"] / t["litert"]
+            lines.append(f"| {name} | {t['onnxruntime']:.2f} | {t['litert']:.2f} | {ratio:.2f} |")
+        else:
+            lines.append(f"| {name} | {t['onnxruntime']:.2f} | n/a | |")
+    return lines
 
 
 def _pct(value: float | None) -> str:

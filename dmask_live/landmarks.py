@@ -2,10 +2,15 @@
 
 Two landmark models, chosen with ``FaceLandmarker(model=...)``:
 
-* ``"attention"`` (default): what MediaPipe's FaceMesh runs with ``refine_landmarks=True`` — one
-  network whose small heads refine lips, eyes and irises from crops of its own feature map
-  (:mod:`dmask_live.attention_mesh`); a third of the arithmetic of mesh + two iris runs;
-* ``"mesh_iris"``: the 468-point mesh model, then the separate iris model on both eyes.
+* ``"mesh_iris"`` (default): the 468-point mesh model, then the separate iris model on both eyes;
+* ``"attention"``: what MediaPipe's FaceMesh runs with ``refine_landmarks=True`` — one network
+  whose small heads refine lips, eyes and irises from crops of its own feature map
+  (:mod:`dmask_live.attention_mesh`); a third of the arithmetic of mesh + two iris runs, and
+  faster than MediaPipe's own FaceMesh (benchmarks/results/landmarks.md). Not the default yet:
+  the face model and tracker were fitted to the iris model's eye contours, and with the
+  attention model's contours the tracked gaze is biased (benchmarks/bench_fidelity.py: gaze RMS
+  error about 10° instead of 4°); rebuilding the face model from attention landmarks brings it
+  back to about 5°, but that asset and the tracker's tuning have to be re-validated first.
 
 Per frame, as MediaPipe's FaceMesh (+ Iris) graphs do it:
 
@@ -111,7 +116,7 @@ class FaceLandmarker:
         providers: Sequence[str] | None = None,
         min_detection_confidence: float = 0.5,
         min_presence: float = 0.5,
-        model: str = "attention",
+        model: str = "mesh_iris",
     ):
         if not 0.0 <= min_presence <= 1.0:
             raise ValueError(f"min_presence must be in [0, 1], got {min_presence}")

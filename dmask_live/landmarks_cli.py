@@ -37,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         choices=("attention", "mesh_iris"),
-        default="attention",
+        default="mesh_iris",
         help="attention mesh (MediaPipe's refine_landmarks=True network) or mesh + iris model "
         "(default: %(default)s)",
     )

@@ -8,9 +8,11 @@ Two landmark models, chosen with ``FaceLandmarker(model=...)``:
   (:mod:`dmask_live.attention_mesh`); a third of the arithmetic of mesh + two iris runs, and
   faster than MediaPipe's own FaceMesh (benchmarks/results/landmarks.md). Not the default yet:
   the face model and tracker were fitted to the iris model's eye contours, and with the
-  attention model's contours the tracked gaze is biased (benchmarks/bench_fidelity.py: gaze RMS
-  error about 10° instead of 4°); rebuilding the face model from attention landmarks brings it
-  back to about 5°, but that asset and the tracker's tuning have to be re-validated first.
+  attention model's contours the tracked gaze is biased (benchmarks/bench_fidelity.py --no-clips
+  with the landmarker switched to this model, 2026-12: gaze RMS error about 10° instead of 3–5°,
+  a 15° esotropia read as 37°); a face model rebuilt from attention landmarks brings the gaze
+  error to about 5° (esotropia 19°), so that asset and the tracker's tuning need re-validating
+  before this model can be the default.
 
 Per frame, as MediaPipe's FaceMesh (+ Iris) graphs do it:
 

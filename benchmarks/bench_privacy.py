@@ -60,6 +60,30 @@ SAMPLES_PER_HALF = 10  # video: gallery frames from the first half, probes from 
 CENTRED_CROP = 0.6  # fallback face box: a centred square of this fraction of the short side
 
 
+MASK_CODE = ("dmask_live/tracker.py", "dmask_live/tracker_kernels.py", "dmask_live/renderer.py",
+             "dmask_live/eye_detail.py", "dmask_live/landmarks.py", "dmask_live/attention_mesh.py",
+             "dmask_live/face_model.py", "dmask_live/assets")
+
+
+def code_state() -> dict:
+    """The commit measured and which files of the masking path differ from it (results depend on them)."""
+    import hashlib
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, cwd=root, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", *MASK_CODE).splitlines()]
+    digests = {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:12]
+               for name in changed if (root / name).is_file()}
+    return {"commit": git("rev-parse", "--short", "HEAD").strip() or None, "uncommitted": digests}
+
+
 class Attacker:
     def __init__(self) -> None:
         import dlib
@@ -468,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/bench_privacy.py" + (" --faces-only" if args.faces_only else ""),
         "machine": machine(_gl_renderer()),
         "load_average": [round(v, 2) for v in os.getloadavg()],
+        "code": code_state(),
         "attacker": f"dlib {version('dlib-bin')} HOG detector + 5-point alignment + ResNet face descriptor "
                     f"(face_recognition_models {version('face-recognition-models')})",
         "goal": "Mask2Face and Mask2Mask rank-1 ≤ chance + 0.05",
@@ -574,6 +599,7 @@ def write_markdown(path: Path, result: dict, plot_name: str = "privacy.png") -> 
         f"Command: `{result['command']}` ({result['seconds']['total']} s, "
         f"faces {result['seconds']['faces']} s). "
         f"Attacker: {result['attacker']}; rank-1 by nearest gallery descriptor (Euclidean).",
+        _code_line(result.get("code", {})),
         f"Goal: {result['goal']}. Where the attacker's detector found no face it was given the box found "
         "in the original, else a centred square crop (it knows where the face is). 95% CI: Wilson "
         "interval (probes of one person are not independent: indicative only).", "",
@@ -584,6 +610,12 @@ def write_markdown(path: Path, result: dict, plot_name: str = "privacy.png") -> 
     if result.get("plot"):
         lines += [f"![rank-1 accuracy per protocol]({plot_name})", ""]
     path.write_text("\n".join(lines))
+
+
+def _code_line(code: dict) -> str:
+    changed = ", ".join(f"{name} {digest}" for name, digest in code.get("uncommitted", {}).items())
+    return (f"Code: commit {code.get('commit')}; masking-path files not committed (sha256 prefix): "
+            f"{changed or 'none'}.")
 
 
 def _faces_lines(f: dict) -> list[str]:

@@ -482,14 +482,17 @@ class MaskingRelay:
         When masking takes longer than the frame interval, the frame picked up has waited up to one
         interval; waiting a little for the next one instead keeps latency near masking time plus
         transport, at the cost of a few more dropped frames (counted). No effect when keeping up.
+        A frame a whole interval old means the next one is being decoded right now: wait for it too
+        (measured: such frames were a third of the overload p95), unless the source has stalled.
         """
         interval = self._interval_s
         overloaded = self.stats.frames_out > 10 and self.stats.masker_ms / 1000.0 > interval
         age = time.monotonic() - arrived
-        if not overloaded or age <= self.fresh_fraction * interval or age >= interval:
+        patience = _STALL_INTERVALS * interval - age  # until the next frame is half an interval late
+        if not overloaded or age <= self.fresh_fraction * interval or patience <= 0:
             return frame, arrived
         try:
-            newer = await asyncio.wait_for(self._slot.get(), interval - age + 0.004)
+            newer = await asyncio.wait_for(self._slot.get(), patience)
         except asyncio.TimeoutError:
             return frame, arrived
         if newer is None or newer is _SOURCE_ENDED:
@@ -590,6 +593,7 @@ class MaskingRelay:
 
 
 _TIME_BASE = fractions.Fraction(1, 90000)
+_STALL_INTERVALS = 1.5  # a frame this many intervals after the last one is late: the source stalled
 _SOURCE_ENDED: Any = object()
 
 

@@ -293,6 +293,27 @@ def test_overload_waits_for_fresh_frames_and_accounts_every_frame():
     run(body())
 
 
+def test_overload_frame_a_whole_interval_old_waits_for_the_one_being_decoded():
+    """Overloaded, the masker frees up as a frame turns one interval old: its successor is due
+    (being decoded), so that one is masked instead; a stalled source is not waited for."""
+    import time
+
+    async def body():
+        relay = MaskingRelay(AvatarMasker, name="test")
+        relay.stats.frames_out, relay.stats.masker_ms = 20, 70.0  # masking takes 2 intervals
+        old, new = video_frames(2)
+        arrived = time.monotonic() - 1.05 * relay._interval_s
+        asyncio.get_running_loop().call_later(0.008, relay._slot.put, (new, time.monotonic()))
+        frame, _ = await relay._fresher(old, arrived)
+        assert frame is new and relay.stats.waited_for_fresh == 1 and relay.dropped == 1
+        stalled = time.monotonic() - 1.6 * relay._interval_s
+        frame, _ = await relay._fresher(old, stalled)
+        assert frame is old  # no successor due any more: mask what there is
+        await relay.stop()
+
+    run(body())
+
+
 @pytest.mark.parametrize("mode", ["raise", "input", "untracked"])
 def test_fail_closed_outputs_neutral_not_input(mode):
     async def body():

@@ -23,8 +23,8 @@ def is_vp8_keyframe(data: bytes) -> bool:
 class SharedVp8Encoder:
     """Encodes each masked frame once for every VP8 consumer.
 
-    Settings follow aiortc's own VP8 encoder (realtime, no lag frames, so no frame is held back;
-    VP8 has no B-frames); the bitrate is fixed since the viewers' REMB estimates are not merged.
+    Settings follow aiortc's own VP8 encoder (realtime deadline, no lag frames, so no frame is held
+    back; VP8 has no B-frames), one step faster; the bitrate is fixed since the viewers' REMB estimates are not merged.
     ``encode`` runs on one thread (the relay's encode thread); ``request_keyframe`` may be
     called from any thread (the event loop: a viewer joined or sent PLI/FIR).
     """
@@ -75,8 +75,10 @@ class SharedVp8Encoder:
         codec.bit_rate = self.bitrate
         codec.gop_size = 3000  # key frames on request (join, skip, PLI), not on a timer
         codec.qmin, codec.qmax = 2, 56
+        # cpu-used -10 (aiortc: -6): on avatar frames 15 % faster at the same quality (measured here:
+        # 1.7 vs 2.0 ms per 640x480 frame, 41.9 vs 42.0 dB PSNR, same size); -16 lost 2.5 dB.
         codec.options = {
-            "bufsize": str(self.bitrate), "cpu-used": "-6", "deadline": "realtime", "lag-in-frames": "0",
+            "bufsize": str(self.bitrate), "cpu-used": "-10", "deadline": "realtime", "lag-in-frames": "0",
             "minrate": str(self.bitrate), "maxrate": str(self.bitrate), "noise-sensitivity": "4",
             "overshoot-pct": "15", "partitions": "0", "static-thresh": "1", "undershoot-pct": "100",
         }

@@ -16,9 +16,9 @@ import numpy as np
 # (mesh point 10 at y -9.0, z -1.1) a little behind it and bulges past the temples by ~0.4 cm
 # (the face mesh's sides are at x ±7.0); its top is ~11.5 cm above the eyes. The neck sits behind
 # the chin (z 0.8) and the jaw (z ~4.9 at x ±5.5), so the face hides its top.
-HEAD_PARTS = (  # drawn in this order (no depth test among them): the neck over the skull's back
-    ((0.0, -4.5, 7.8), (7.6, 10.5, 9.6), (0.95, 0.77, 0.66)),
+HEAD_PARTS = (  # where they overlap the first one shows: the neck over the skull's back
     ((0.0, 11.0, 5.2), (5.0, 9.0, 4.6), (0.78, 0.62, 0.53)),
+    ((0.0, -4.5, 7.8), (7.6, 10.5, 9.6), (0.95, 0.77, 0.66)),
 )
 
 

@@ -13,6 +13,7 @@ eye), in eye widths, each row with its own RGBA; the renderer blends them over t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,14 +100,36 @@ def ribbon_triangles(styles=STYLES, count: int = LOOP_POINTS, eyes: int = 2) -> 
     return np.concatenate(tris).astype(np.int32)
 
 
-def _outward_normals(loop: np.ndarray, eye_centre: np.ndarray) -> np.ndarray:
-    """(n, 2) unit normals of a 2-D polyline, on the side away from ``eye_centre``."""
-    tangent = np.gradient(loop, axis=0)
-    normal = np.stack([-tangent[:, 1], tangent[:, 0]], 1)
-    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
-    side = np.sign(np.sum(normal * (loop - eye_centre), axis=1, keepdims=True))
-    middle = side[len(side) // 2]
-    return normal * (middle if middle != 0 else 1.0)
+LOOPS = ("upper", "lower", "crease")
+
+
+@functools.lru_cache(maxsize=8)
+def _layout(styles: tuple[RibbonStyle, ...]) -> dict[str, np.ndarray]:
+    """Per-row constants of all ribbons (rows of every style in order), for vectorised posing."""
+    rows = [(style, offset, rgba) for style in styles for offset, rgba in style.rows]
+    alpha = np.array([rgba[3] for _, _, rgba in rows])
+    slit = np.array([0.0 if s.slit_alpha is None or a <= 0 else s.slit_alpha / a - 1.0
+                     for (s, _, _), a in zip(rows, alpha, strict=True)])
+    return {
+        "loop": np.array([LOOPS.index(s.loop) for s, _, _ in rows]),
+        "offset": np.array([offset for _, offset, _ in rows]),
+        "rgba": np.array([rgba for _, _, rgba in rows], np.float64),
+        "profile": np.stack([taper(LOOP_POINTS, s.corner_width, s.widest_at) for s, _, _ in rows]),
+        "lift": np.array([s.lift for s, _, _ in rows]),
+        "clamped": np.array([offset < 0.0 and s.loop != "crease" for s, offset, _ in rows]),
+        "limit": np.array([s.inside_limit for s, _, _ in rows]),
+        "slit_gain": slit,
+    }
+
+
+def _outward_normals(loops: np.ndarray, eye_centre: np.ndarray) -> np.ndarray:
+    """(L, n, 2) unit normals of L 2-D polylines (L, n, 2), each on the side away from ``eye_centre``."""
+    tangent = np.gradient(loops, axis=1)
+    normal = np.stack([-tangent[..., 1], tangent[..., 0]], -1)
+    normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-9)
+    middle = loops.shape[1] // 2
+    side = np.sign(np.sum(normal[:, middle] * (loops[:, middle] - eye_centre), axis=-1))
+    return normal * np.where(side == 0, 1.0, side)[:, None, None]
 
 
 def ribbon_vertices(verts: np.ndarray, eye_rings: np.ndarray, towards_camera: np.ndarray,
@@ -115,34 +138,31 @@ def ribbon_vertices(verts: np.ndarray, eye_rings: np.ndarray, towards_camera: np
 
     ``verts``: posed vertices (V, 3) in image pixels; ``eye_rings``: (2, 16) vertex indices of the
     lid margin loops; ``towards_camera``: unit vector (3,) from the face toward the camera.
+    Layout: eye, then style, then row, then the loop's points from the inner corner outward.
     """
+    layout = _layout(tuple(styles))
+    loop_index = layout["loop"]
     out = []
     for eye in range(2):
         ring = verts[eye_rings[eye]]
-        loops = {"upper": ring[list(UPPER_MARGIN)], "lower": ring[list(LOWER_MARGIN)],
-                 "crease": verts[list(CREASE_MESH[eye])]}
+        loops = np.stack([ring[list(UPPER_MARGIN)], ring[list(LOWER_MARGIN)], verts[list(CREASE_MESH[eye])]])
         width = float(np.linalg.norm(ring[0, :2] - ring[8, :2]))
-        centre = ring[:, :2].mean(0)
-        aperture = np.linalg.norm(loops["upper"][:, :2] - loops["lower"][:, :2], axis=1)
+        normals = _outward_normals(loops[..., :2], ring[:, :2].mean(0))
+        # The gap from each margin to the other along its own normal (rows inside the eye stop
+        # short of the other lid); the crease has none.
+        across = loops[[1, 0], :, :2] - loops[:2, :, :2]
+        gaps = np.full(loops.shape[:2], np.inf)
+        gaps[:2] = np.maximum(-np.sum(across * normals[:2], axis=-1), 0.0)
+        aperture = np.linalg.norm(loops[0, :, :2] - loops[1, :, :2], axis=1)
         narrowness = np.clip(1.0 - aperture.max() / (OPEN_APERTURE * max(width, 1e-9)), 0.0, 1.0)
-        for style in styles:
-            loop = loops[style.loop]
-            normal = _outward_normals(loop[:, :2], centre)
-            if style.loop in ("upper", "lower"):  # the gap to the other margin, along this one's normal
-                other = loops["lower" if style.loop == "upper" else "upper"]
-                gap = np.maximum(-np.sum((other[:, :2] - loop[:, :2]) * normal, axis=1), 0.0)
-            profile = taper(len(loop), style.corner_width, style.widest_at) * width
-            lifted = loop + towards_camera * (style.lift * width)
-            for offset, rgba in style.rows:
-                distance = offset * profile
-                if offset < 0.0 and style.loop != "crease":
-                    distance = np.maximum(distance, -style.inside_limit * gap)
-                row = np.empty((len(loop), 7))
-                row[:, :3] = lifted
-                row[:, :2] += normal * distance[:, None]
-                row[:, 3:] = rgba
-                if style.slit_alpha is not None:
-                    row[:, 6] *= 1.0 + (style.slit_alpha / max(rgba[3], 1e-9) - 1.0) * narrowness \
-                        if rgba[3] > 0 else 1.0
-                out.append(row)
+        distance = layout["offset"][:, None] * layout["profile"] * width
+        clamped = layout["clamped"]
+        floor = -layout["limit"][clamped, None] * gaps[loop_index[clamped]]
+        distance[clamped] = np.maximum(distance[clamped], floor)
+        rows = np.empty(distance.shape + (7,))
+        rows[..., :3] = loops[loop_index] + towards_camera * (layout["lift"] * width)[:, None, None]
+        rows[..., :2] += normals[loop_index] * distance[..., None]
+        rows[..., 3:] = layout["rgba"][:, None, :]
+        rows[..., 6] *= (1.0 + layout["slit_gain"] * narrowness)[:, None]
+        out.append(rows.reshape(-1, 7))
     return np.concatenate(out).astype(np.float32)

@@ -328,8 +328,9 @@ class AvatarRenderer:
         self.ctx.enable_only(self.ctx.DEPTH_TEST)
         bg = tuple(c / 255.0 for c in self.background)
         fbo.clear(bg[0], bg[1], bg[2], 1.0, depth=1.0)
-        self._draw_head(state, out_scale)
+        self._skin_prog["far_layer"].value = False
         self._skin_vao.render()
+        self._draw_head(state, out_scale)
         closed = np.asarray(state.eyelids, np.float64).reshape(2, 2).max(axis=1) < CLOSED_OPENNESS
         self._draw_fills(verts, backward, closed)
         for eye in (0, 1):
@@ -404,18 +405,19 @@ class AvatarRenderer:
         ctx.disable(ctx.BLEND)
 
     def _draw_head(self, state: AvatarState, out_scale: np.ndarray) -> None:
-        """Skull and neck: rigid with the head (pose only), behind everything drawn after."""
+        """Skull and neck: rigid with the head (pose only), behind everything else."""
         verts = self._fm.project(self._head_verts, state) * out_scale
         normals = (self._head_normals @ self._fm.rotation_matrix(state.head_pose_deg).T) / out_scale
         normals /= np.linalg.norm(normals, axis=1, keepdims=True)
         self._head_vbo.write(np.hstack([verts, normals]).astype(np.float32).tobytes())
-        # Drawn first, culled (convex parts need no depth test), without depth writes: the face
-        # drawn next always covers it, so the skull can never show through the face.
+        # At the far plane after the face: the face always covers them (the skull can never show
+        # through it), covered pixels are not shaded, and the first part drawn wins where they
+        # overlap. Back faces are culled (the parts are convex).
         ctx = self.ctx
         ctx.enable(ctx.CULL_FACE)
-        ctx.disable(ctx.DEPTH_TEST)
+        self._skin_prog["far_layer"].value = True
         self._head_vao.render()
-        ctx.enable(ctx.DEPTH_TEST)
+        self._skin_prog["far_layer"].value = False
         ctx.disable(ctx.CULL_FACE)
 
     def _draw_fills(self, verts: np.ndarray, backward: np.ndarray, closed: np.ndarray) -> None:

@@ -9,6 +9,7 @@ SKIN_VS = """
 #version 330
 uniform vec2 viewport;
 uniform float depth_half_range;
+uniform bool far_layer;  // skull and neck: at the far plane, behind everything (early-z culls them)
 in vec3 in_pos;
 in vec3 in_normal;
 in vec3 in_color;
@@ -17,8 +18,8 @@ out vec3 v_color;
 void main() {
     // Image y runs down and framebuffer rows are read bottom-up: mapping y=0 to clip -1
     // makes the read-back array come out top row first without a flip.
-    gl_Position = vec4(in_pos.x / viewport.x * 2.0 - 1.0, in_pos.y / viewport.y * 2.0 - 1.0,
-                       clamp(in_pos.z / depth_half_range, -1.0, 1.0), 1.0);
+    float z = far_layer ? 0.9999 : clamp(in_pos.z / depth_half_range, -1.0, 1.0);
+    gl_Position = vec4(in_pos.x / viewport.x * 2.0 - 1.0, in_pos.y / viewport.y * 2.0 - 1.0, z, 1.0);
     v_normal = in_normal;
     v_color = in_color;
 }

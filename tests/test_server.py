@@ -8,6 +8,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack
@@ -308,6 +309,28 @@ def test_cli_options():
     assert args.max_consults == 2
     defaults = build_parser("serve").parse_args(["serve"])
     assert (defaults.host, defaults.port, defaults.masker) == ("127.0.0.1", 8080, "pipeline")
+    assert defaults.mask_in is None  # the server picks: own process per consult where available
+    assert build_parser("serve").parse_args(["serve", "--mask-in", "thread"]).mask_in == "thread"
+
+
+def test_pipeline_masker_factory_places_the_pipeline():
+    from dmask_live.mask_process import ProcessMasker, available
+    from dmask_live.pipeline import PipelineWorker
+    from dmask_live.server import default_mask_in, pipeline_masker_factory
+
+    assert default_mask_in() == ("process" if available() else "thread")
+    with pytest.raises(ValueError, match="mask_in"):
+        pipeline_masker_factory("gpu")
+
+    async def body():
+        for mask_in, kind in (("thread", PipelineWorker), ("process", ProcessMasker)):
+            if mask_in == "process" and not available():
+                continue
+            masker = pipeline_masker_factory(mask_in, placement="centre")()
+            assert isinstance(masker, kind)
+            await masker.close()
+
+    run(body())
 
 
 def test_viewer_keyframe_request_reaches_shared_encoder():

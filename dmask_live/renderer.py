@@ -6,6 +6,12 @@ are constants, geometry is the model. Projection is orthographic in image pixels
 tracker's weak-perspective camera, so in ``follow`` placement the avatar lands exactly where the
 patient's face was.
 
+Besides the face mesh and eyeballs the avatar has a canonical skull and neck
+(:mod:`dmask_live.avatar_head`) and soft eye detail - lash lines, the upper lid's shadow and
+crease, a pink caruncle (:mod:`dmask_live.eye_detail`) - because the landmark networks read a
+bare mesh face wrongly (the forehead edge as the face's top, eye corners off), and the measured
+signs must survive the mask (``benchmarks/bench_fidelity.py`` tracks the rendered avatar again).
+
 GL contexts are bound to the thread that created them: create, use and release an
 ``AvatarRenderer`` on one thread (see :class:`dmask_live.pipeline.PipelineWorker`).
 """

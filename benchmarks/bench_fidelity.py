@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -516,7 +517,9 @@ def write_markdown(path: Path, result: dict) -> None:
     syn = result["synthetic"]
     lines = [
         "# Clinical fidelity benchmark", "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}, GL: {m['gl_renderer']}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}, GL: {m['gl_renderer']}; "
+        f"load average (1/5/15 min) at the start {result['load_average_start']}, at the end "
+        f"{m['load_average_1_5_15']}.",
         f"Command: `{result['command']}` ({result['seconds']} s).", "",
         "## What the clinician sees: is the rendered iris where the state puts it?", "",
         f"Over {result['rendered_iris']['irises_scored']} fully visible irises (of "
@@ -603,6 +606,7 @@ def main() -> int:
     parser.add_argument("--no-clips", action="store_true")
     args = parser.parse_args()
     start = time.perf_counter()
+    load_start = [round(v, 2) for v in os.getloadavg()]
     tracking = Tracking()
     rendered = rendered_gaze_check()
     print(f"rendered iris check: {rendered}", file=sys.stderr)
@@ -620,6 +624,7 @@ def main() -> int:
         "topic": "fidelity",
         "command": "python benchmarks/bench_fidelity.py " + " ".join(sys.argv[1:]),
         "machine": machine(gl),
+        "load_average_start": load_start,
         "rendered_iris": rendered,
         "network_eye_check": networks,
         "synthetic": synthetic_results,

@@ -55,6 +55,7 @@ def machine(gl_renderer: str) -> dict:
         "numpy": np.__version__,
         "moderngl": moderngl.__version__,
         "gl_renderer": gl_renderer,
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
     }
 
 
@@ -138,6 +139,7 @@ def bench_size(size: tuple[int, int], frames: int) -> dict:
         "gl_floor": summary(gl_floor),
         "ratio_render_to_gl_floor": round(float(np.median(render) / np.median(gl_floor)), 2),
         "gl_renderer": gl_renderer,
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
     }
 
 
@@ -147,7 +149,8 @@ def write_markdown(path: Path, result: dict) -> None:
         "# Renderer benchmark",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}, numpy {m['numpy']}, "
-        f"moderngl {m['moderngl']}, GL: {m['gl_renderer']}.",
+        f"moderngl {m['moderngl']}, GL: {m['gl_renderer']}; load average (1/5/15 min) at the end "
+        f"{m['load_average_1_5_15']}.",
         "",
         f"Command: `{result['command']}`. CPU anchor (NumPy copy+sum of a 640x480 frame x20): "
         f"{result['cpu_anchor']['median_ms']} ms median.",

@@ -374,8 +374,16 @@ class MaskingRelay:
         if the join key frame has gone by) and restarts at one after any skipped packet.
         """
         self._encode = True
+        self._keyframe_for_viewer()
+        return KeyframeGatedTrack(self.encoded, self._keyframe_for_viewer)
+
+    def _keyframe_for_viewer(self) -> None:
+        """A viewer waits for a key frame: the next encode makes one. When no next frame is coming
+        (the patient left or stalled: the neutral frame stays up), the neutral frame is sent again,
+        as that key frame, so the viewer is not left waiting on a frozen stream."""
         self.encoder.request_keyframe()
-        return KeyframeGatedTrack(self.encoded, self.encoder.request_keyframe)
+        if self._showing_neutral and not self._stopped:
+            self._publish(self._ended_frame())
 
     def attach(self, source: MediaStreamTrack) -> None:
         """Start masking ``source`` (a new source replaces the previous one)."""

@@ -257,6 +257,31 @@ def test_viewer_that_skips_a_packet_resumes_at_a_keyframe():
     run(body())
 
 
+def test_viewer_waiting_for_a_keyframe_after_the_patient_left_gets_the_neutral_one():
+    """No new frames come once the patient has gone; a viewer that joins (or skipped a packet)
+    then must still get a key frame: the neutral frame, sent again as one."""
+
+    async def body():
+        relay = MaskingRelay(ChangingAvatarMasker, name="test")
+        first = relay.subscribe_encoded()
+        relay.attach(ListTrack(video_frames(3), interval_s=0.02))
+        while not relay._showing_neutral:
+            await asyncio.sleep(0.01)
+        late = relay.subscribe_encoded()
+        packet = await asyncio.wait_for(late.recv(), 5)
+        assert packet.is_keyframe
+        assert first.received == 0  # the first viewer has not read yet: it also starts at a key frame
+        assert (await asyncio.wait_for(first.recv(), 5)).is_keyframe
+        await relay.stop()
+        from aiortc.codecs import get_decoder
+        from aiortc.jitterbuffer import JitterFrame
+
+        shown = get_decoder(VP8).decode(JitterFrame(bytes(packet), packet.pts))[0]
+        assert np.abs(rgb(shown).astype(int) - NEUTRAL_RGB).max() <= 3
+
+    run(body())
+
+
 def test_reader_drains_while_masker_is_slow():
     async def body():
         masker = AvatarMasker(delay_s=0.05)

@@ -2,14 +2,18 @@
 
 Data flow for the patient's video (one ``MaskingRelay`` per consult)::
 
-    remote track ──reader task──▶ LatestFrameSlot ──mask loop──▶ FrameBroadcast ──▶ BroadcastTrack × N
-                  (always drains)  (newest wins,     (masker off    (latest masked     (clinician view,
-                                    drops counted)    the loop)      frame + seq)       patient self-view)
+    remote track ─reader─▶ LatestFrameSlot ─mask loop─▶ LatestFrameSlot ─output stage─▶ FrameBroadcast × 2
+                (always    (newest wins,    (to RGB,     (newest wins)   (own thread:    (decoded frames;
+                 drains)    drops counted)   masker)                      to YUV + one    VP8 packets ─▶
+                                                                          shared VP8      KeyframeGatedTrack
+                                                                          encode)         × N viewers)
 
 The reader never waits for the masker, so aiortc's receive queue never grows; the masker
-runs once per frame however many consumers there are; a consumer that keeps up gets
-every masked frame. Only rendered images (avatar or neutral) ever enter the broadcast:
-a masker error or a lost face yields the neutral frame, never the input.
+runs once per frame however many consumers there are, and masking frame n+1 overlaps the
+output stage of frame n; a consumer that keeps up gets every masked frame. A VP8 viewer
+starts, and after any skipped packet restarts, at a key frame. Only rendered images (avatar
+or neutral) ever enter the broadcasts: a masker error or a lost face yields the neutral
+frame, never the input.
 """
 
 from __future__ import annotations

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from machine_info import describe_machine
 
 from dmask_live import models
 from dmask_live.convert import CONVERTER_VERSION
@@ -34,28 +32,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("numpy", "onnxruntime", "onnx", "ai-edge-litert", "tflite"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "os": platform.platform(),
-        "python": sys.version.split()[0],
-        "libraries": versions,
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
+    info = describe_machine(("numpy", "onnxruntime", "onnx", "ai-edge-litert", "tflite"))
+    libraries, load = info.pop("versions"), info.pop("load_average")
+    return {**info, "libraries": libraries, "load_average_at_start": load}
 
 
 def command_line(argv: list[str] | None) -> str:

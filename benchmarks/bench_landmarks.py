@@ -31,7 +31,6 @@ import inspect
 import io
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from machine_info import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -298,25 +298,11 @@ def _p95(values) -> float | None:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "opencv": cv2.__version__,
-    }
+    info = describe_machine(("numpy", "onnxruntime", "opencv-python-headless"))
+    versions = info.pop("versions")
+    info.pop("load_average")  # the run records its own, before and after
+    return {**info, "numpy": versions["numpy"], "onnxruntime": versions["onnxruntime"],
+            "opencv": cv2.__version__}
 
 
 # ---------------------------------------------------------------- main

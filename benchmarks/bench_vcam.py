@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from machine_info import describe_machine
 
 from dmask_live import vcam
 from dmask_live.sinks import NullSink
@@ -144,24 +143,12 @@ def bench_size(size: tuple[int, int], seconds: float, workdir: Path) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "av": av.__version__,
-                "opencv": cv2.__version__}
-    for name in ("onnxruntime", "moderngl", "numba", "pyvirtualcam"):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - optional for the anchor
-            versions[name] = None
-    load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "versions": versions,
-            "load_average_1_5_15_min_at_end": load}  # other users of a shared machine skew timings
+    info = describe_machine(("numpy", "av", "opencv-python-headless", "onnxruntime", "moderngl", "numba",
+                             "pyvirtualcam"))
+    # other users of a shared machine skew timings: the load at the end of the run says how much
+    return {"cpu": info["cpu"], "cores": info["logical_cores"], "os": info["os"],
+            "versions": {"python": info["python"], **info["versions"]},
+            "load_average_1_5_15_min_at_end": info["load_average"]}
 
 
 def to_markdown(report: dict) -> str:

@@ -1,0 +1,55 @@
+"""What machine a benchmark ran on: one description shared by every ``bench_*.py``.
+
+Benchmarks run as scripts (``python benchmarks/bench_x.py``), so this module is imported as
+``from machine_info import describe_machine`` from the scripts' own folder.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def package_versions(packages: Iterable[str]) -> dict[str, str | None]:
+    """Installed distribution versions by name (None where a package is not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (2.0 = both cores of this machine busy)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def describe_machine(packages: Iterable[str] = ("numpy",)) -> dict:
+    """CPU, core count, OS, Python, the named packages' versions and the load average now."""
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": package_versions(packages),
+        "load_average": load_average(),
+    }

@@ -583,6 +583,41 @@ def summarise(latencies: list[tuple[float, float]], start: float, duration: floa
     }
 
 
+# --------------------------------------------------------------------------- CPU accounting
+def _cpu_ticks() -> dict[int, tuple[int, int]]:
+    """pid → (parent pid, user + system clock ticks) of every process (Linux /proc)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+def cpu_share(roles: dict[str, int], settle_s: float, window_s: float) -> dict[str, float]:
+    """% of one core used over a window by each role's process, and by the server's children
+    (the masking processes) as "mask processes"; {} where /proc is not available."""
+    if not Path("/proc/self/stat").exists():
+        return {}
+    time.sleep(settle_s)
+    before = _cpu_ticks()
+    time.sleep(window_s)
+    after = _cpu_ticks()
+    ticks_per_s = os.sysconf("SC_CLK_TCK") * window_s
+
+    def used(pid: int) -> float:
+        return (after[pid][1] - before[pid][1]) if pid in after and pid in before else 0
+
+    share = {role: used(pid) for role, pid in roles.items()}
+    share["mask processes"] = sum(used(pid) for pid, (ppid, _) in after.items() if ppid == roles["server"])
+    return {role: round(100.0 * ticks / ticks_per_s, 1) for role, ticks in share.items()}
+
+
 # --------------------------------------------------------------------------- scenario runner
 def free_port() -> int:
     with socket.socket() as s:
@@ -624,6 +659,8 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
         wake_out = ctx.Queue()
         wake_proc = ctx.Process(target=wake_probe_main, args=(duration, wake_out), daemon=True)
         wake_proc.start()
+        roles = {"server": server.pid, "patients": patient_proc.pid, "clinicians": clinician_proc.pid}
+        cpu = cpu_share(roles, settle_s=WARMUP_S + 1.0, window_s=max(2.0, duration - WARMUP_S - 2.0))
         received, clinician_probes = clinician_out.get(timeout=duration + 120)
         sent, patient_probes = patient_out.get(timeout=60)
         with urllib.request.urlopen(f"{base}/bench/stats") as response:
@@ -649,6 +686,7 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
     p95s = [c.get("p95_ms", float("inf")) for c in per_consult]
     result["worst_p95_ms"] = max(p95s)
     result["server"] = server_stats
+    result["cpu_percent"] = cpu
     result["relay_stages"] = [relay_stages(trace) for trace in server_trace.get("relay", [])]
     result["wake_late_ms"] = {"server thread": server_trace.get("wake", {}), "own process": wake_alone}
     if consults == 1:
@@ -718,6 +756,7 @@ def write_report(report: dict) -> None:
     verdict = "meets" if mask["p95_ms"] <= anchor else "misses"
     goal = f"Goal masking p95 ≤ stock passthrough p50: **{verdict}** ({mask['p95_ms']} vs {anchor} ms)."
     lines += ["", goal, ""]
+    lines += stage_table(report)
     over = report["overload"]
     oc = over["per_consult"][0]
     server = over["server"][0] if over["server"] else {}
@@ -747,6 +786,28 @@ def write_report(report: dict) -> None:
         )
     lines += [
         "",
+        "Per capacity run: the relay's own stages (p50/p95 ms, worst consult by p95) and the wake-up "
+        "probe (ms late from a 2 ms sleep, p95/p99) in a server thread vs alone in a process — "
+        "their difference is time lost waiting for the server's GIL.",
+        "",
+        "| consults | wait for masker | to RGB | mask | to YUV | encode | wake late: server thread "
+        "| wake late: own process | CPU % of a core: server / mask processes / patients / clinicians |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for result in report["capacity"]["runs"]:
+        cells = []
+        for stage in RELAY_STAGES[1:]:
+            values = [c[stage] for c in result.get("relay_stages", []) if stage in c]
+            cells.append("/".join(str(v) for v in max(values, key=lambda v: v[1])) if values else "–")
+        wake = result.get("wake_late_ms", {})
+        probe = [f"{w.get('p95_ms', '–')}/{w.get('p99_ms', '–')}" for w in
+                 (wake.get("server thread", {}), wake.get("own process", {}))]
+        cpu = result.get("cpu_percent", {})
+        roles = ("server", "mask processes", "patients", "clinicians")
+        probe.append(" / ".join(str(cpu.get(role, "–")) for role in roles))
+        lines.append(f"| {result['consults']} | " + " | ".join(cells + probe) + " |")
+    lines += [
+        "",
         f"Capacity: **{report['capacity']['max_consults']}** consult(s) with p95 < 100 ms "
         f"({report['capacity']['note']}).",
         "",
@@ -756,6 +817,36 @@ def write_report(report: dict) -> None:
         "frame arrival → masked frame out (so the relay's own share is their difference).",
     ]
     (RESULTS / "relay.md").write_text("\n".join(lines) + "\n")
+
+
+def stage_table(report: dict) -> list[str]:
+    """Markdown: where each scenario's latency goes, stage by stage (p50 / p95 ms)."""
+    scenarios = {name: r.get("stages") for name, r in report["latency"].items()}
+    if "overload" in report:
+        scenarios["overload"] = report["overload"].get("stages")
+    scenarios = {k: v for k, v in scenarios.items() if v and v.get("stages")}
+    if not scenarios:
+        return []
+    names = [s[0] for s in STAGES]
+    lines = [
+        "## Where the latency goes (1 consult, p50 / p95 ms per stage)",
+        "",
+        "Each stage = its event − the previous stage's event for the same frame; `–` = no such stage "
+        "(stock forwarding has no relay stages). Sums of p50s differ a little from the total's p50.",
+        "",
+        "| stage | " + " | ".join(scenarios) + " |",
+        "| --- |" + " --- |" * len(scenarios),
+    ]
+    for name in names:
+        cells = []
+        for result in scenarios.values():
+            found = [s for s in result["stages"] if s["stage"] == name]
+            cells.append(f"{found[0]['p50_ms']} / {found[0]['p95_ms']}" if found else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    totals = [f"{r['total']['p50_ms']} / {r['total']['p95_ms']}" if "total" in r else "–"
+              for r in scenarios.values()]
+    lines += ["| **total (frames seen at every stage)** | " + " | ".join(totals) + " |", ""]
+    return lines
 
 
 def main() -> int:
@@ -826,6 +917,7 @@ def main() -> int:
             runs.append(result)
             print("capacity", n, result["worst_p95_ms"], result["wake_late_ms"], flush=True)
             print("  relay stages p50/p95 ms", result["relay_stages"], flush=True)
+            print("  cpu % of a core", result["cpu_percent"], flush=True)
             if result["worst_p95_ms"] >= 100.0:
                 break
             best = n

@@ -141,7 +141,7 @@ class Consult:
 
         def send_keyframe() -> None:  # a viewer's PLI/FIR must reach the shared encoder
             stock_keyframe()
-            self.relay.encoder.request_keyframe()
+            self.relay.request_keyframe()
 
         sender._send_keyframe = send_keyframe
         return self.relay.subscribe_encoded()

@@ -378,13 +378,15 @@ class MaskingRelay:
         if the join key frame has gone by) and restarts at one after any skipped packet.
         """
         self._encode = True
-        self._keyframe_for_viewer()
-        return KeyframeGatedTrack(self.encoded, self._keyframe_for_viewer)
+        self.request_keyframe()
+        return KeyframeGatedTrack(self.encoded, self.request_keyframe)
 
-    def _keyframe_for_viewer(self) -> None:
-        """A viewer waits for a key frame: the next encode makes one. When no next frame is coming
-        (the patient left or stalled: the neutral frame stays up), the neutral frame is sent again,
-        as that key frame, so the viewer is not left waiting on a frozen stream."""
+    def request_keyframe(self) -> None:
+        """A VP8 viewer joined, skipped a packet or sent PLI/FIR: the next encode makes a key frame.
+
+        When no next frame is coming (the patient left or stalled: the neutral frame stays up),
+        the neutral frame is sent again as that key frame, so no viewer waits on a frozen stream.
+        """
         self.encoder.request_keyframe()
         if self._showing_neutral and not self._stopped:
             self._publish(self._ended_frame())

@@ -24,9 +24,10 @@ class SharedVp8Encoder:
     """Encodes each masked frame once for every VP8 consumer.
 
     Settings follow aiortc's own VP8 encoder (realtime deadline, no lag frames, so no frame is held
-    back; VP8 has no B-frames), one step faster; the bitrate is fixed since the viewers' REMB estimates are not merged.
-    ``encode`` runs on one thread (the relay's encode thread); ``request_keyframe`` may be
-    called from any thread (the event loop: a viewer joined or sent PLI/FIR).
+    back; VP8 has no B-frames), one step faster; the bitrate is fixed since the viewers' REMB
+    estimates are not merged. ``encode`` runs on one thread (the relay's output thread);
+    ``request_keyframe`` may be called from any thread (the event loop: a viewer joined or sent
+    PLI/FIR).
     """
 
     def __init__(self, bitrate: int = 1_000_000) -> None:

@@ -16,6 +16,7 @@ from av import VideoFrame
 
 from dmask_live.consults import CLINICIAN, PATIENT, ConsultLimits
 from dmask_live.relay import NEUTRAL_RGB, BroadcastTrack, NeutralMasker
+from dmask_live.rtp_release import enable_marker_release
 from dmask_live.server import MAX_OFFER_BYTES, REGISTRY_KEY, create_app
 
 PATIENT_RGB = (250, 20, 200)  # a loud colour the masked output must never show
@@ -199,6 +200,7 @@ class Peer:
         self.tracks: dict[str, MediaStreamTrack] = {}
         self.metrics: list[dict] = []
         camera_tx = self.pc.addTransceiver(self.camera, direction="sendrecv")
+        enable_marker_release(camera_tx.receiver)  # as browsers do: the last frame is not held back
         self.pc.addTransceiver(AudioStreamTrack(), direction="sendrecv")
         names = {id(camera_tx): "masked"}
         if role == PATIENT:

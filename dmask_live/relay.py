@@ -529,7 +529,13 @@ class MaskingRelay:
         """
         loop = asyncio.get_running_loop()
         while (rendering := await self._output_slot.get()) is not None:
-            frame, packet = await loop.run_in_executor(self._output_thread, self._to_outputs, rendering)
+            try:
+                frame, packet = await loop.run_in_executor(self._output_thread, self._to_outputs, rendering)
+            except Exception as exc:  # one bad encode must not end the stream: the next frame goes out
+                self.stats.errors += 1
+                logger.error("%s: output stage failed: %s: %s", self.name, type(exc).__name__, exc)
+                self.encoder.request_keyframe()  # the packet chain may be broken
+                continue
             self.output.publish(frame)
             if packet is not None:
                 self.encoded.publish(packet)

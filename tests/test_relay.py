@@ -282,6 +282,30 @@ def test_viewer_waiting_for_a_keyframe_after_the_patient_left_gets_the_neutral_o
     run(body())
 
 
+def test_an_encoder_failure_skips_one_frame_not_the_stream():
+    async def body():
+        relay = MaskingRelay(ChangingAvatarMasker, name="test")
+        viewer = relay.subscribe_encoded()
+        encode, calls = relay.encoder.encode, []
+
+        def flaky_encode(frame):
+            calls.append(frame.pts)
+            if len(calls) == 2:
+                raise RuntimeError("synthetic encoder failure")
+            return encode(frame)
+
+        relay.encoder.encode = flaky_encode
+        relay.attach(ListTrack(video_frames(8), interval_s=0.02, hold=True))
+        packets = [await asyncio.wait_for(viewer.recv(), 5) for _ in range(4)]
+        await relay.stop()
+        assert relay.stats.errors == 1
+        assert calls[1] not in [p.pts for p in packets]  # that one frame is missing, the rest flow
+        assert packets[1].is_keyframe  # the next packet restarts the chain
+        assert decodes_to_avatar(packets)
+
+    run(body())
+
+
 def test_reader_drains_while_masker_is_slow():
     async def body():
         masker = AvatarMasker(delay_s=0.05)

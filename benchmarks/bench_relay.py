@@ -811,6 +811,21 @@ def write_report(report: dict) -> None:
         f"Capacity: **{report['capacity']['max_consults']}** consult(s) with p95 < 100 ms "
         f"({report['capacity']['note']}).",
         "",
+    ]
+    one = next((r for r in report["capacity"]["runs"] if r["consults"] == 1), None)
+    cpu = one.get("cpu_percent", {}) if one else {}
+    if cpu:
+        server_side = cpu.get("server", 0.0) + cpu.get("mask processes", 0.0)
+        everything = server_side + cpu.get("patients", 0.0) + cpu.get("clinicians", 0.0)
+        lines += [
+            f"CPU for one 30 fps consult: server side (server + its masking process) {server_side:.0f} % "
+            f"of a core, everything in this benchmark {everything:.0f} %: the 2 cores (200 %) bound "
+            f"capacity here near {200 / everything:.1f} consults with the clients on the same machine, "
+            f"{200 / server_side:.1f} for the server side alone (an estimate from CPU use, not a "
+            "measured latency).",
+            "",
+        ]
+    lines += [
         "Timings on a shared 2-core machine are noisy (other engineers' jobs ran too: see the load "
         "averages, 2.0 = both cores busy); compare against the stock anchor of the same run. "
         "`masker_ms`/`relay_ms` in the server counts are moving averages of the masker alone and of "

@@ -126,6 +126,7 @@ class ProcessMasker:
         self._lock = asyncio.Lock()
         self._ready = False
         self._closed = False
+        self._unread_replies = 0
 
     async def start(self) -> None:
         """Wait until the child has built its pipeline; raises its construction error."""
@@ -143,13 +144,20 @@ class ProcessMasker:
             raise ValueError("image must be (H, W, 3) uint8")
         async with self._lock:
             await self.start()
+            while self._unread_replies:  # a call cancelled mid-frame: its answer comes first
+                await self._reply()
+                self._unread_replies -= 1
             try:
                 buffers = self._buffers_for(image.shape)
                 buffers.input[...] = image
                 self._conn.send(("mask", float(timestamp)))
             except OSError:  # a broken pipe: the child is gone
                 raise RuntimeError("masking process exited") from None
-            kind, payload = await self._reply()
+            try:
+                kind, payload = await self._reply()
+            except asyncio.CancelledError:
+                self._unread_replies += 1  # the child still answers; that answer is not this frame's
+                raise
             if kind == "ok":
                 state, metrics, timings = payload
                 return MaskedFrame(buffers.output.copy(), state, metrics, timings)

@@ -328,6 +328,16 @@ def test_process_masker_matches_the_pipeline_and_fails_closed_when_it_dies(astro
                 assert set(masked.timings_ms) >= {"landmarks", "total"}
             uniform = await masker.process(np.full((240, 320, 3), 128, np.uint8), 0.5)
             assert not uniform.state.tracked and np.array_equal(uniform.image, neutral_frame(320, 240))
+            # a call cancelled mid-frame (the relay stopping) does not shift later answers by one
+            cancelled = asyncio.ensure_future(masker.process(resized(astronaut, (320, 240)), 0.75))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            assert masker._unread_replies == 1  # the frame was sent: its answer is still to come
+            uniform = await masker.process(np.full((240, 320, 3), 128, np.uint8), 0.8)
+            assert not uniform.state.tracked and uniform.state.timestamp == pytest.approx(0.8)
             masker._process.kill()
             masker._process.join(5)
             with pytest.raises(RuntimeError, match="exited"):

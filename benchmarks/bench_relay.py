@@ -92,12 +92,14 @@ def clip_frames(count: int = 90) -> tuple[list[np.ndarray], str]:
 
 # Pseudo-random, not linear in the index: with ``index * c % 1000`` a shift by some k frames gives a
 # near-constant pts difference (k = 111 for c = 7919), which frame matching could mistake for an origin.
-_PTS_JITTER = np.random.default_rng(7919).integers(0, 1000, 1_000_000)
+# One sequence per consult, so a server-side event can be told apart from another consult's.
+_PTS_JITTER = np.random.default_rng(7919).integers(0, 1000, (16, 100_000))
 
 
-def pts_of(index: int) -> int:
+def pts_of(index: int, consult: int = 0) -> int:
     """Frame ``index``'s pts: its 30 fps slot plus a known offset that makes it identifiable."""
-    return index * SLOT + int(_PTS_JITTER[index % len(_PTS_JITTER)])
+    jitter = _PTS_JITTER[consult % len(_PTS_JITTER)]
+    return index * SLOT + int(jitter[index % len(jitter)])
 
 
 # --------------------------------------------------------------------------- maskers
@@ -351,11 +353,12 @@ async def _join(session, base: str, token: str, pc) -> None:
     await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
 
 
-def patients_main(base: str, tokens: list[str], duration: float, self_view: bool, out, joined) -> None:
-    out.put(asyncio.run(_patients(base, tokens, duration, self_view, joined)))
+def patients_main(base: str, tokens: list[str], consult: int, duration: float, self_view: bool, out,
+                  joined) -> None:
+    out.put(asyncio.run(_patients(base, tokens, consult, duration, self_view, joined)))
 
 
-async def _patients(base, tokens, duration, self_view, joined):
+async def _patients(base, tokens, consult, duration, self_view, joined):
     import aiohttp
     import cv2
     from aiortc import RTCConfiguration, RTCPeerConnection
@@ -379,7 +382,7 @@ async def _patients(base, tokens, duration, self_view, joined):
             due = start + self._index / FPS
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             frame = VideoFrame.from_ndarray(yuv[self._index % len(yuv)], format="yuv420p")
-            frame.pts, frame.time_base = pts_of(self._index), fractions.Fraction(1, 90000)
+            frame.pts, frame.time_base = pts_of(self._index, consult), fractions.Fraction(1, 90000)
             self._log[frame.pts] = time.monotonic()
             self._index += 1
             return frame
@@ -487,13 +490,19 @@ def align(sent_pts: np.ndarray, keys: list[int]) -> dict[int, int]:
         best = np.where(np.abs(values - left) <= np.abs(values - right), left, right)
         return best, np.abs(values - best) <= PTS_TOLERANCE
 
-    probe = keys_arr[len(keys_arr) // 2 : len(keys_arr) // 2 + 40]
-    offsets = sent_pts - probe[0]
-    hits = [int(nearest(probe + offset)[1].sum()) for offset in offsets]
-    best = int(np.argmax(hits))
-    if hits[best] < 0.8 * len(probe):
+    best_hits, best_offset = 0, None
+    for fraction in (0.5, 0.3, 0.7, 0.1, 0.9):  # keys may mix several consults' streams: try windows
+        first = int(fraction * max(0, len(keys_arr) - 40))
+        probe = keys_arr[first : first + 40]
+        offsets = sent_pts - probe[0]
+        hits = np.array([int(nearest(probe + offset)[1].sum()) for offset in offsets])
+        if hits.max() > best_hits:
+            best_hits, best_offset = int(hits.max()), int(offsets[int(np.argmax(hits))])
+    # a wrong offset matches by chance ~1 in 40 (tolerance 25 of 1000 jitter values); a right one
+    # matches every key of this stream, which may be a third of a window that mixes three consults
+    if best_offset is None or best_hits < min(8, len(keys_arr)):
         return {}
-    matched, ok = nearest(keys_arr + offsets[best])
+    matched, ok = nearest(keys_arr + best_offset)
     return {int(k): int(m) for k, m, good in zip(keys_arr, matched, ok, strict=True) if good}
 
 
@@ -599,7 +608,7 @@ def _cpu_ticks() -> dict[int, tuple[int, int]]:
     return out
 
 
-def cpu_share(roles: dict[str, int], settle_s: float, window_s: float) -> dict[str, float]:
+def cpu_share(roles: dict[str, list[int]], settle_s: float, window_s: float) -> dict[str, float]:
     """% of one core used over a window by each role's process, and by the server's children
     (the masking processes) as "mask processes"; {} where /proc is not available."""
     if not Path("/proc/self/stat").exists():
@@ -613,8 +622,9 @@ def cpu_share(roles: dict[str, int], settle_s: float, window_s: float) -> dict[s
     def used(pid: int) -> float:
         return (after[pid][1] - before[pid][1]) if pid in after and pid in before else 0
 
-    share = {role: used(pid) for role, pid in roles.items()}
-    share["mask processes"] = sum(used(pid) for pid, (ppid, _) in after.items() if ppid == roles["server"])
+    share = {role: sum(used(pid) for pid in pids) for role, pids in roles.items()}
+    server = roles["server"][0]
+    share["mask processes"] = sum(used(pid) for pid, (ppid, _) in after.items() if ppid == server)
     return {role: round(100.0 * ticks / ticks_per_s, 1) for role, ticks in share.items()}
 
 
@@ -646,31 +656,41 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
                 links = json.loads(response.read())
             patients.append(links["patient_url"].rsplit("/", 1)[1])
             clinicians.append(links["clinician_url"].rsplit("/", 1)[1])
-        patient_out, clinician_out, joined = ctx.Queue(), ctx.Queue(), ctx.Event()
-        patient_proc = ctx.Process(
-            target=patients_main, args=(base, patients, duration, mode == "mask", patient_out, joined),
-            daemon=True,
-        )
-        patient_proc.start()
-        if not joined.wait(60):  # patients join first (the stock anchor needs the source track)
-            raise RuntimeError("patients did not join")
-        clinician_proc = ctx.Process(target=clinicians_main, args=(base, clinicians, duration, clinician_out))
-        clinician_proc.start()
+        # one process per patient and per clinician (each a separate browser in real use), so one
+        # client's GIL does not hold up another's frames
+        patient_outs, clinician_outs = [ctx.Queue() for _ in patients], [ctx.Queue() for _ in clinicians]
+        patient_procs, clinician_procs = [], []
+        for index, (token, out) in enumerate(zip(patients, patient_outs, strict=True)):
+            joined = ctx.Event()
+            args = (base, [token], index, duration, mode == "mask", out, joined)
+            patient_procs.append(ctx.Process(target=patients_main, args=args, daemon=True))
+            patient_procs[-1].start()
+            if not joined.wait(60):  # patients join first (the stock anchor needs the source track)
+                raise RuntimeError("patients did not join")
+        for token, out in zip(clinicians, clinician_outs, strict=True):
+            clinician_procs.append(ctx.Process(target=clinicians_main, args=(base, [token], duration, out)))
+            clinician_procs[-1].start()
         wake_out = ctx.Queue()
         wake_proc = ctx.Process(target=wake_probe_main, args=(duration, wake_out), daemon=True)
         wake_proc.start()
-        roles = {"server": server.pid, "patients": patient_proc.pid, "clinicians": clinician_proc.pid}
+        roles = {"server": [server.pid], "patients": [p.pid for p in patient_procs],
+                 "clinicians": [p.pid for p in clinician_procs]}
         cpu = cpu_share(roles, settle_s=WARMUP_S + 1.0, window_s=max(2.0, duration - WARMUP_S - 2.0))
-        received, clinician_probes = clinician_out.get(timeout=duration + 120)
-        sent, patient_probes = patient_out.get(timeout=60)
+        # each client process answers (one list per token it ran: here one, probes)
+        clinician_results = [out.get(timeout=duration + 120) for out in clinician_outs]
+        received = [logs[0] for logs, _ in clinician_results]
+        clinician_probes = [probes for _, probes in clinician_results]
+        patient_results = [out.get(timeout=60) for out in patient_outs]
+        sent = [logs[0] for logs, _ in patient_results]
+        patient_probes = [probes for _, probes in patient_results]
         with urllib.request.urlopen(f"{base}/bench/stats") as response:
             server_stats = json.loads(response.read())
         with urllib.request.urlopen(f"{base}/bench/trace") as response:
             server_trace = json.loads(response.read())
         wake_alone = wake_out.get(timeout=30)
         wake_proc.join(10)
-        patient_proc.join(10)
-        clinician_proc.join(10)
+        for proc in patient_procs + clinician_procs:
+            proc.join(10)
     finally:
         server.terminate()
         server.join(10)
@@ -689,10 +709,16 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
     result["cpu_percent"] = cpu
     result["relay_stages"] = [relay_stages(trace) for trace in server_trace.get("relay", [])]
     result["wake_late_ms"] = {"server thread": server_trace.get("wake", {}), "own process": wake_alone}
+    stages = []
+    for i in range(consults):
+        relay = server_trace["relay"][i : i + 1] if len(server_trace.get("relay", [])) > i else []
+        probes = {"patient": patient_probes[i], "server": {**server_trace, "relay": relay},
+                  "clinician": clinician_probes[i]}
+        stages.append(stage_breakdown(sent[i], received[i], probes, min(sent[i].values()) + WARMUP_S))
+    result["stages_per_consult"] = stages
+    worst = int(np.argmax(p95s))
+    result["stages"] = stages[worst]  # the worst consult's (the only one's in 1-consult runs)
     if consults == 1:
-        probes = {"patient": patient_probes, "server": server_trace, "clinician": clinician_probes}
-        start = min(sent[0].values()) + WARMUP_S
-        result["stages"] = stage_breakdown(sent[0], received[0], probes, start)
         if os.environ.get("BENCH_RELAY_DUMP"):
             Path(os.environ["BENCH_RELAY_DUMP"]).write_text(
                 json.dumps({"sent": list(sent[0].items()), "received": received[0], "probes": probes})
@@ -933,6 +959,7 @@ def main() -> int:
             print("capacity", n, result["worst_p95_ms"], result["wake_late_ms"], flush=True)
             print("  relay stages p50/p95 ms", result["relay_stages"], flush=True)
             print("  cpu % of a core", result["cpu_percent"], flush=True)
+            print("  stages", json.dumps(result.get("stages")), flush=True)
             if result["worst_p95_ms"] >= 100.0:
                 break
             best = n

@@ -15,6 +15,11 @@ inter-pupillary distance (6.3 cm × fitted scale):
 rebuilds the model without the clip being measured (leave-one-clip-out), the honest number.
 Speed: ``FaceTracker.update`` per frame after warm-up, one thread, against an anchor measured in the
 same run: OpenCV ``solvePnP`` (iterative, pose only) on the same 468 points.
+Eye alignment (no clip shows strabismus, see ../shared/data/README.md): per clip the median and IQR of
+the horizontal (yaw OD - OS, + = eso) and vertical (pitch OD - OS) deviation from OcularAnalyzer over
+frames with both eyes open, and the same computed from the landmarks alone (each iris centre relative
+to its own eye corners, against the canonical face's): the part of a deviation the landmarks themselves
+carry, which the tracker cannot separate from a squint present from the first frame.
 Expression (no ground truth on real clips): the norm of the coefficients on the first frame (a person's
 face shape shown as expression would make it large) and their activity after the first 2 s (norm of the
 per-coefficient standard deviation over time: expressions are still followed).
@@ -30,6 +35,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -117,19 +123,68 @@ def read_clip(path: Path, landmarker) -> tuple[list, float]:
     return frames, float(fps)
 
 
+def _quartiles(values: list) -> dict:
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return {"median": None, "iqr": None}
+    low, median, high = np.percentile(finite, [25, 50, 75])
+    return {"median": float(median), "iqr": float(high - low)}
+
+
+def landmark_alignment_deg(model, landmarks) -> tuple[float, float]:
+    """(horizontal, vertical) deviation the landmarks alone show: each iris centre against its eye corners.
+
+    In the face's image axes (outer corner of OD → outer corner of OS), as fractions of each eye's
+    corner-to-corner width compared with the canonical face's, turned into degrees with the canonical
+    eye's lever. No tracker: what any eyeball placement anchored on the eye opening would read.
+    """
+    from dmask_live.types import EYE_CONTOUR_MESH_INDICES
+
+    outer, inner = 0, 8  # the corners in each eye's contour
+    points = np.asarray(landmarks.points, np.float64)
+    axis = points[263, :2] - points[33, :2]
+    axis /= np.linalg.norm(axis)
+    normal = np.array([-axis[1], axis[0]])
+    vertices = model.vertices.astype(np.float64)
+    shifts = []
+    for eye in range(2):
+        contour = np.asarray(landmarks.eye_contours[eye, :, :2], np.float64)
+        width = abs((contour[inner] - contour[outer]) @ axis)
+        middle = 0.5 * (contour[inner] + contour[outer])
+        seen = (np.asarray(landmarks.iris[eye, 0, :2], np.float64) - middle) / width
+        canon_contour = vertices[EYE_CONTOUR_MESH_INDICES[eye]]
+        canon_width = abs(canon_contour[inner, 0] - canon_contour[outer, 0])
+        canon = (model.eyeball_centers[eye, :2] - 0.5 * (canon_contour[inner, :2] + canon_contour[outer, :2]))
+        shifts.append((np.array([seen @ axis, seen @ normal]) - canon / canon_width) * canon_width)
+    lever = model.iris_depth
+    horizontal = math.degrees(math.asin(np.clip((shifts[0][0] - shifts[1][0]) / lever, -1, 1)))
+    vertical = -math.degrees(math.asin(np.clip((shifts[0][1] - shifts[1][1]) / lever, -1, 1)))
+    return horizontal, vertical
+
+
 def track_clip(model, frames: list, fps: float, timed: bool) -> dict:
+    from dmask_live.ocular import OcularAnalyzer
     from dmask_live.tracker import FaceTracker
 
-    tracker = FaceTracker(model)
+    tracker, analyzer = FaceTracker(model), OcularAnalyzer(model)
     groups = {"all": [], "eye": [], "lid_margin": [], "iris": []}
     times, tracked, expressions = [], 0, []
+    deviations: dict[str, list] = {"horizontal": [], "vertical": [], "landmark_h": [], "landmark_v": []}
     for index, landmarks in enumerate(frames):
         t0 = time.perf_counter()
         state = tracker.update(landmarks, index / fps)
         times.append(time.perf_counter() - t0)
+        metrics = analyzer.update(state)
         if not state.tracked or landmarks is None:
             continue
         tracked += 1
+        if np.isfinite(metrics.horizontal_deviation_deg):  # both eyes open
+            deviations["horizontal"].append(metrics.horizontal_deviation_deg)
+            deviations["vertical"].append(metrics.vertical_deviation_deg)
+            from_landmarks = landmark_alignment_deg(model, landmarks)
+            deviations["landmark_h"].append(from_landmarks[0])
+            deviations["landmark_v"].append(from_landmarks[1])
         expressions.append(state.expression)
         errors = tracker._fit_errors_px(landmarks)
         ipd = errors["ipd_px"]
@@ -142,6 +197,7 @@ def track_clip(model, frames: list, fps: float, timed: bool) -> dict:
             groups["iris"].append(iris.mean() / ipd)
     out = {key: 100.0 * float(np.mean(values)) if values else None for key, values in groups.items()}
     out.update(frames=len(frames), tracked=tracked)
+    out["deviation_deg"] = {key: _quartiles(values) for key, values in deviations.items()}
     if expressions:
         out["expression_first_frame_norm"] = float(np.linalg.norm(expressions[0]))
         later = np.array(expressions[int(2 * fps) :])
@@ -245,6 +301,12 @@ def summarise(rows: dict, key: str) -> float | None:
     return float(np.average(values, weights=weights)) if values else None
 
 
+def _fmt_quartiles(value: dict | None) -> str:
+    if not value or value.get("median") is None:
+        return "–"
+    return f"{value['median']:+.1f} ({value['iqr']:.1f})"
+
+
 def write_markdown(result: dict, path: Path) -> None:
     m = result["machine"]
     s = result["speed"]
@@ -286,6 +348,24 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{fmt(t['held_out_lid_margin'])} | {fmt(t['held_out_iris'])} |",
         "",
         "Goals: all ≤ 1.5 %, eye ≤ 1.0 %. Published digital mask: eyeball 0.81–1.00 %, eyelid 1.24–1.61 %.",
+        "",
+        "## Eye alignment on the real clips (in-sample model; nobody here has strabismus)",
+        "",
+        "Median (IQR) over frames with both eyes open, degrees. Tracker: OcularAnalyzer's horizontal "
+        "(yaw OD − OS, + = eso) and vertical (pitch OD − OS) deviation. Landmarks alone: each iris centre "
+        "against its own eye corners compared with the canonical face (no tracker), the part of the "
+        "deviation the landmark networks carry. Goals: median within ±5° horizontal, ±3° vertical.",
+        "",
+        "| clip | horizontal (tracker) | vertical (tracker) | horizontal (landmarks alone) | "
+        "vertical (landmarks alone) |",
+        "| --- | --- | --- | --- | --- |",
+        *[
+            f"| {name} | " + " | ".join(
+                _fmt_quartiles(row.get("deviation_deg", {}).get(key))
+                for key in ("horizontal", "vertical", "landmark_h", "landmark_v")
+            ) + " |"
+            for name, row in result["clips"].items()
+        ],
         "",
         "## Expression on the real clips (in-sample model)",
         "",

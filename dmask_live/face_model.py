@@ -25,7 +25,8 @@ Camera (``posed_vertices``), weak perspective as in :mod:`dmask_live.types`::
 
 with ``R = rotation_matrix(head_pose_deg)``. Eyeballs are spheres of ``eyeball_radius`` around
 ``eyeball_centers``; in the eyeball's own frame (before gaze rotation) the pupil looks along -z,
-the iris is the disc of ``iris_radius`` at depth ``-iris_depth`` from the centre.
+the iris is the disc of ``iris_radius`` at depth ``-iris_depth`` from the centre. Each eyeball rides
+with its orbit under the face expression components (``eyeball_centres``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ MOUTH_RING_INDICES = np.array(
 # rows 473..477 OS's iris. Boundary order in the image: +x, -y, -x, +y around the centre.
 IRIS_POINT_ROWS = np.array([[468, 469, 470, 471, 472], [473, 474, 475, 476, 477]], dtype=np.int32)
 IRIS_BOUNDARY_DIRECTIONS = np.array([[1.0, 0.0], [0.0, -1.0], [-1.0, 0.0], [0.0, 1.0]])
+# Each eye's orbit: the periorbital skin loops of the iris model's eye contour (points 32..62, outside
+# the lid margins), MediaPipe mesh indices, eye 0 = OD.
+EYE_ORBIT_INDICES = np.ascontiguousarray(EYE_CONTOUR_MESH_INDICES[:, 32:63])
+# The last expression components are eye-region shape (lids, brows; see face_model_build): they
+# reshape the skin around an eyeball that stays where it is.
+NUM_EYE_REGION_EXPRESSIONS = 4
 
 
 def canonical_iris_order(mesh_xy: np.ndarray, iris: np.ndarray) -> np.ndarray:
@@ -195,10 +202,36 @@ def posed_vertices(model: FaceModel, state: AvatarState) -> np.ndarray:
     return project(model_vertices(model, state), state)
 
 
+def eyeball_expression_basis(model: FaceModel) -> np.ndarray:
+    """(K, 2, 3) how far each expression coefficient moves each eyeball: with its orbit, in the image plane.
+
+    The face components (learned from real faces: smiles, brows, cheeks) move a whole orbit, and on
+    real faces the landmark networks see the eye move with it: an eyeball left in place read such
+    expressions as a turn of the eye (on the shared clips a median vertical deviation of -12° on d6 instead
+    of -5°, a horizontal one 7° larger on d6 and d11, and the deviations' IQR up to twice as wide; see
+    benchmarks/results/tracker.md). The eye-region components (lid and brow shape, the lids following
+    the iris) do not move it.
+    """
+    follow = model.expression_basis[:, EYE_ORBIT_INDICES].mean(axis=2).astype(np.float64)
+    follow[:, :, 2] = 0.0
+    follow[model.num_expressions - NUM_EYE_REGION_EXPRESSIONS :] = 0.0
+    return follow
+
+
+def eyeball_centres(model: FaceModel, expression) -> np.ndarray:
+    """(2, 3) eyeball centres in model space for an expression (see :func:`eyeball_expression_basis`)."""
+    expression = np.asarray(expression, dtype=np.float64).reshape(-1)
+    count = min(expression.size, model.num_expressions)
+    centres = model.eyeball_centers.astype(np.float64)
+    if count:
+        centres = centres + np.tensordot(expression[:count], eyeball_expression_basis(model)[:count], axes=1)
+    return centres
+
+
 def eyeball_pose(model: FaceModel, state: AvatarState, eye: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Centre (3,) in image space, rotation (3,3) eyeball-local→image (head and gaze), scale px/unit."""
     head = rotation_matrix(state.head_pose_deg)
-    centre = project(model.eyeball_centers[eye][None, :], state)[0]
+    centre = project(eyeball_centres(model, state.expression)[eye][None, :], state)[0]
     rotation = head @ gaze_rotation(np.asarray(state.gaze_deg, dtype=np.float64).reshape(2, 2)[eye])
     return centre, rotation, float(state.scale)
 
@@ -220,7 +253,10 @@ def landmarks_from_state(model: FaceModel, state: AvatarState) -> tuple[np.ndarr
     """
     mesh = posed_vertices(model, state)[:468]
     gaze = np.asarray(state.gaze_deg, dtype=np.float64).reshape(2, 2)
-    iris = np.stack([project(iris_points_model(model, gaze[eye], eye), state) for eye in range(2)])
+    centres = eyeball_centres(model, state.expression)
+    iris = np.stack(
+        [project(iris_points_model(model, gaze[eye], eye, centres[eye]), state) for eye in range(2)]
+    )
     points = np.concatenate([mesh, iris[0], iris[1]], axis=0)
     contours = mesh[EYE_CONTOUR_MESH_INDICES]
     return points.astype(np.float32), contours.astype(np.float32), iris.astype(np.float32)

@@ -20,7 +20,7 @@ from collections import deque
 
 import numpy as np
 
-from dmask_live.face_model import FaceModel, load_face_model
+from dmask_live.face_model import FaceModel, eyeball_centres, load_face_model
 from dmask_live.types import AvatarState, OcularMetrics
 
 NAN = float("nan")
@@ -87,9 +87,11 @@ class OcularAnalyzer:
         closing = 1.0 - eyelids[eye]
         count = 0 if expression is None else min(len(expression), model.num_expressions)
         yaw, pitch = np.radians(gaze_deg[eye])
-        # Iris centre = eyeball centre + iris_depth * gaze direction (see face_model.gaze_rotation).
-        centre_x = model.eyeball_centers[eye, 0] + model.iris_depth * math.sin(yaw) * math.cos(pitch)
-        centre_y = model.eyeball_centers[eye, 1] - model.iris_depth * math.sin(pitch)
+        # Iris centre = eyeball centre (riding with its orbit under the expression) + iris_depth * gaze
+        # direction (see face_model.eyeball_centres and gaze_rotation).
+        eyeball = eyeball_centres(model, np.zeros(0) if expression is None else expression)[eye]
+        centre_x = eyeball[0] + model.iris_depth * math.sin(yaw) * math.cos(pitch)
+        centre_y = eyeball[1] - model.iris_depth * math.sin(pitch)
         heights = []
         for loop in range(2):  # lower, upper
             margin = self._margin_neutral[eye][loop] + np.tensordot(

@@ -26,6 +26,9 @@ only its orbit, the mean offset of the periorbital skin (the iris model's 3rd an
 around the eye), never the lid margins or canthi, which follow the iris (real lids do, and the landmark
 networks' margin/corner points drift 0.07–0.09 px per degree of gaze); that offset is bounded. A
 mirror-symmetric eyeball offset would not help: the eyes' spacing is the vergence mode itself.
+The orbit is followed frame by frame too: the face expression components move each eyeball with its
+orbit (face_model.eyeball_centres), as the landmark networks see real eyes move with their orbits; an
+eyeball left in place read smiles and cheek raises as turns of the eyes.
 
 Frames that fail (None, non-finite or implausible landmarks, high residual, extreme pose) return
 an untracked state and do not touch the internal state; the next good frame re-initialises in
@@ -40,10 +43,12 @@ import numpy as np
 
 from dmask_live.face_model import (
     EYE_CONTOUR_MESH_INDICES,
+    EYE_ORBIT_INDICES,
     EYE_RING_INDICES,
     IRIS_BOUNDARY_DIRECTIONS,
     FaceModel,
     euler_from_rotation,
+    eyeball_expression_basis,
     load_face_model,
 )
 from dmask_live.filters import OneEuroFilter
@@ -74,9 +79,9 @@ IDENTITY_MAX_POSE_DEG = 30.0
 IDENTITY_MAX_RMS_CM = 0.2  # only well-fitting frames teach the private shape
 IDENTITY_FORGET_AFTER_S = 5.0  # face absent this long: it may be someone else, start over
 FIRST_FRAME_PASSES = 4  # fit/absorb passes that settle the private shape on the first frame
-# Each eyeball follows its orbit: the periorbital loops of the iris model's eye contour (points 32..62,
-# the skin rings outside the lid margins), which move with the face but not with the iris.
-EYE_ORBIT_INDICES = np.ascontiguousarray(EYE_CONTOUR_MESH_INDICES[:, 32:63], dtype=np.int64)
+# Each eyeball follows its orbit (face_model.EYE_ORBIT_INDICES): the periorbital loops of the iris model's
+# eye contour, the skin rings outside the lid margins, which move with the face but not with the iris.
+_ORBIT_INDICES = np.ascontiguousarray(EYE_ORBIT_INDICES, dtype=np.int64)
 MIN_FACE_EXTENT_PX = 4.0  # a face a few pixels wide, or collapsed points, is not tracked
 _CONTOUR_INDICES = np.ascontiguousarray(EYE_CONTOUR_MESH_INDICES, dtype=np.int64)
 EYEBALL_SHIFT_MAX_CM = 0.4  # bound on the private eyeball offset per axis (~20° of eye rotation)
@@ -158,7 +163,7 @@ class _PrivateShape:
             self._rings,
             self._lid_profiles,
             self._x,
-            EYE_ORBIT_INDICES,
+            _ORBIT_INDICES,
             self._orbit_mean,
         )
         # Bounded: no large private offset can hide a sign.
@@ -193,6 +198,7 @@ class FaceTracker:
         local[1:, :2] = m.iris_radius * IRIS_BOUNDARY_DIRECTIONS
         self._iris_local = local
         self._eyeball_centres = m.eyeball_centers.astype(np.float64)
+        self._eyeball_expression = np.ascontiguousarray(eyeball_expression_basis(m))  # (K, 2, 3)
         self._measured_iris = np.empty((2, 2))
         self._shape = _PrivateShape(m)
         self._correction = np.zeros((NUM_MESH_POINTS, 3))
@@ -328,18 +334,22 @@ class FaceTracker:
         self._expr = np.zeros(self.model.num_expressions)
         self._lids = np.ones(4)
 
+    def _centres(self) -> np.ndarray:
+        """(2, 3) this person's eyeball centres this frame, with the orbits as the expression moved them."""
+        moved = np.tensordot(self._expr, self._eyeball_expression, axes=1)
+        return self._eyeball_centres + self._shape.eyeball_shift + moved
+
     def _eye_frame(self, eye: int) -> tuple[np.ndarray, np.ndarray]:
         """Eyeball centre and iris points (eyeball frame) of this person's eye, model units."""
-        centre = self._eyeball_centres[eye] + self._shape.eyeball_shift[eye]
         local = self._iris_local.copy()
         local[1:, :2] *= self._shape.iris_scale[eye]  # per axis
-        return centre, local
+        return self._centres()[eye], local
 
     def _fit_eyes(self, iris: np.ndarray) -> np.ndarray:
         """Fits gaze per eye; returns each eye's measured iris size (relative to canonical), -1 if closed."""
         fit_eyes(
             iris,
-            self._eyeball_centres + self._shape.eyeball_shift,
+            self._centres(),
             self._iris_local,
             self._shape.iris_scale,
             self._rot,

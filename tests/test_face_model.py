@@ -138,3 +138,27 @@ def test_eyeballs_stay_behind_the_skin(model, openness):
     samples = np.einsum("sk,tkd->tsd", bary, vertices[model.triangles])
     for centre in model.eyeball_centers:
         assert np.linalg.norm(samples - centre, axis=2).min() >= model.eyeball_radius
+
+
+def test_eyeballs_ride_with_their_orbits(model):
+    """Face expressions move each eyeball with its orbit's mean (image plane); eye-region ones do not."""
+    from dmask_live.face_model import EYE_ORBIT_INDICES, eyeball_centres
+
+    assert eyeball_centres(model, np.zeros(model.num_expressions)) == pytest.approx(model.eyeball_centers)
+    expression = np.zeros(model.num_expressions)
+    expression[0] = 1.5
+    moved = model_vertices(model, _state(expression=expression))
+    orbit_shift = [(moved - model.vertices)[orbit, :2].mean(0) for orbit in EYE_ORBIT_INDICES]
+    centres = eyeball_centres(model, expression)
+    assert centres[:, :2] - model.eyeball_centers[:, :2] == pytest.approx(np.array(orbit_shift), abs=1e-6)
+    assert centres[:, 2] == pytest.approx(model.eyeball_centers[:, 2])
+    eye_region = np.zeros(model.num_expressions)
+    eye_region[-4:] = 1.0
+    assert eyeball_centres(model, eye_region) == pytest.approx(model.eyeball_centers)
+    # The synthetic landmarks (and the renderer, through eyeball_pose) put the iris there too.
+    state = _state(expression=expression)  # straight gaze, frontal: the iris centre is over the eyeball's
+    iris = landmarks_from_state(model, state)[2]
+    for eye in range(2):
+        centre, _, _ = eyeball_pose(model, state, eye)
+        assert centre[:2] == pytest.approx(20 * centres[eye, :2] + [320, 240], abs=1e-4)
+        assert iris[eye, 0, :2] == pytest.approx(centre[:2], abs=1e-3)

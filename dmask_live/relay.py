@@ -321,6 +321,7 @@ class MaskingRelay:
         metrics_hz: float = 15.0,
         log_interval_s: float = 10.0,
         stale_after_s: float = 2.0,
+        idle_refresh_s: float = 1.0,
         fresh_fraction: float = 0.3,
         name: str = "relay",
     ) -> None:
@@ -342,6 +343,7 @@ class MaskingRelay:
         self._last_metrics = -1e9
         self._log_interval = log_interval_s
         self._stale_after = stale_after_s
+        self._idle_refresh = idle_refresh_s
         self._last_log = time.monotonic()
         self._slot: LatestFrameSlot[tuple[VideoFrame, float]] = LatestFrameSlot()
         self._tasks = TaskSet(name)
@@ -354,6 +356,7 @@ class MaskingRelay:
         self._fps = _RateMeter()
         self._pts_offset = 0
         self._last_pts: int | None = None
+        self._last_pts_at = 0.0  # monotonic time the last pts was given out
         self._showing_neutral = False
         self._last_masker_s = 0.0
         self._last_arrival: float | None = None
@@ -439,14 +442,17 @@ class MaskingRelay:
 
     async def _run_mask_loop(self) -> None:
         while True:
+            # While the neutral frame is up it is re-sent now and then: viewers' streams stay live
+            # (a browser shows "patient not connected", not a frozen or black picture).
+            wait_s = self._idle_refresh if self._showing_neutral else self._stale_after
             try:
-                frame = await asyncio.wait_for(self._slot.get(), self._stale_after)
+                frame = await asyncio.wait_for(self._slot.get(), wait_s)
             except asyncio.TimeoutError:
                 frame = _SOURCE_ENDED  # stalled (e.g. vanished without hanging up): not "live" any more
             if frame is None:
                 return
             if frame is _SOURCE_ENDED:
-                if not self._showing_neutral and self._last_pts is not None:
+                if self._last_pts is not None:
                     self._publish(self._ended_frame())
                     self._showing_neutral = True
                 continue
@@ -560,8 +566,14 @@ class MaskingRelay:
         return record
 
     def _ended_frame(self) -> _Rendering:
-        pts = self._last_pts + 3000 if self._last_pts is not None else 0
-        self._last_pts = pts
+        """The neutral frame, its pts advanced by the time since the last frame (≥ one 30 fps tick)."""
+        now = time.monotonic()
+        if self._last_pts is None:
+            pts = 0
+        else:
+            elapsed = int((now - self._last_pts_at) / self._last_time_base)
+            pts = self._last_pts + max(int(3000 * _TIME_BASE / self._last_time_base), elapsed, 1)
+        self._last_pts, self._last_pts_at = pts, now
         return _Rendering(self._neutral(self._last_size or (640, 480)), pts, self._last_time_base)
 
     def _checked(self, masked: MaskedFrame, source: np.ndarray) -> np.ndarray:
@@ -586,7 +598,7 @@ class MaskingRelay:
         if self._last_pts is not None and out <= self._last_pts:
             self._pts_offset = self._last_pts + 3000 - pts
             out = pts + self._pts_offset
-        self._last_pts = out
+        self._last_pts, self._last_pts_at = out, time.monotonic()
         return out
 
     @staticmethod

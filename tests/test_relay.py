@@ -400,6 +400,25 @@ def test_source_end_shows_neutral_frame():
     run(body())
 
 
+def test_neutral_frame_is_resent_while_the_patient_is_gone():
+    """Viewers' streams stay live after the patient left: the neutral frame comes again, pts in step
+    with the time that passed (a receiver's jitter buffer schedules by RTP time)."""
+
+    async def body():
+        relay = MaskingRelay(AvatarMasker, name="test", idle_refresh_s=0.1)
+        out = relay.subscribe()
+        relay.attach(ListTrack(video_frames(2), interval_s=0.02))
+        frames = [await asyncio.wait_for(out.recv(), 2) for _ in range(6)]
+        await relay.stop()
+        neutral = frames[2:]
+        for frame in neutral:
+            assert np.abs(rgb(frame).astype(int) - NEUTRAL_RGB).max() <= 3
+        steps = np.diff([f.pts for f in neutral]) * float(neutral[0].time_base)
+        assert (steps > 0.05).all() and (steps < 0.5).all()  # ~0.1 s apart in pts as in time
+
+    run(body())
+
+
 def test_metrics_callback_throttled():
     async def body():
         messages = []

@@ -11,7 +11,7 @@ dev=false
 
 # Mesa's EGL for offscreen rendering on machines without a GPU.
 apt_packages=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libgbm1)
-$dev && apt_packages+=(chromium fonts-dejavu-core)
+$dev && apt_packages+=(chromium fonts-dejavu-core xvfb)  # xvfb: the vcam preview window test
 
 missing=()
 for pkg in "${apt_packages[@]}"; do

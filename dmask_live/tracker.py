@@ -418,7 +418,9 @@ class FaceTracker:
             translation=place[1:].astype(np.float32),
             scale=float(math.exp(place[0])),
             expression=expr.astype(np.float32),
-            eyelids=np.clip(lids, 0.0, LID_MAX).reshape(2, 2).astype(np.float32),
+            # Below 0 the upper lid passes the resting lower lid: a shut eye (a blink) must render
+            # shut, not as the slit left at openness 0 while the lower lid has not risen.
+            eyelids=np.clip(lids, LID_MIN, LID_MAX).reshape(2, 2).astype(np.float32),
             gaze_deg=gaze.reshape(2, 2).astype(np.float32),
             image_size=image_size,
             timestamp=float(timestamp),

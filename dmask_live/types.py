@@ -82,7 +82,8 @@ class AvatarState:
     scale:           pixels per model unit.
     expression:      (K,) coefficients of the face model's identity-free expression basis.
     eyelids:         (2, 2) per eye [upper, lower] lid openness: 1.0 = canonical neutral
-                     opening, 0.0 = that lid margin at the eye's closed line, > 1 wider.
+                     opening, 0.0 = that lid margin at the eye's closed line, > 1 wider;
+                     an upper lid below 0 (down to -0.3) passes the resting lower lid: shut.
     gaze_deg:        (2, 2) per eye [yaw, pitch] of the eyeball relative to the head.
     image_size:      (width, height) of the frame the state was fitted on.
     timestamp:       seconds (media time of the source frame).

@@ -335,6 +335,18 @@ def test_smoothing_follows_saccades_and_blinks():
     assert outs[-1].gaze_deg[:, 0] == pytest.approx([20.0, 20.0], abs=2.0)
 
 
+def test_a_shut_eye_is_published_shut():
+    """A blink that brings the upper margin down to the resting lower one stays shut in the state
+    (openness below 0), so the avatar shows no slit and a blink counted on the avatar is real."""
+    tracker = FaceTracker()
+    for frame in range(60):
+        tracker.update(_landmarks(_state()), frame / 30)
+    shut = _state(lids=[[-0.25, 1.0], [-0.25, 1.0]])
+    outs = [tracker.update(_landmarks(shut), (60 + f) / 30) for f in range(3)]
+    assert (outs[-1].eyelids[:, 0] < -0.15).all()
+    assert (outs[-1].eyelids[:, 1] > 0.8).all()  # the lower lids stay where they are
+
+
 def test_smoothing_reduces_jitter():
     rng = np.random.default_rng(1)
     raw, smooth = FaceTracker(smoothing=False), FaceTracker()

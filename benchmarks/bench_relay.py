@@ -37,7 +37,6 @@ import fractions
 import json
 import multiprocessing as mp
 import os
-import platform
 import socket
 import sys
 import time
@@ -45,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from machine_info import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -728,26 +728,9 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
 
 # --------------------------------------------------------------------------- report
 def machine() -> dict:
-    import aiortc
-    import av
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": mp.cpu_count(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "aiortc": aiortc.__version__,
-        "av": av.__version__,
-        "numpy": np.__version__,
-    }
+    info = describe_machine(("aiortc", "av", "numpy"))
+    return {"cpu": info["cpu"], "cores": info["logical_cores"], "os": info["os"], "python": info["python"],
+            **info["versions"]}
 
 
 def write_report(report: dict) -> None:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from machine_info import describe_machine
 
 from dmask_live import face_model as fm
 from dmask_live.renderer import AvatarRenderer
@@ -34,29 +34,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_MS_640 = 5.0
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine(gl_renderer: str) -> dict:
-    import moderngl
-
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "os": platform.platform(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "moderngl": moderngl.__version__,
-        "gl_renderer": gl_renderer,
-        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
-    }
+    info = describe_machine(("numpy", "moderngl"))
+    return {"cpu": info["cpu"], "cores": info["logical_cores"], "os": info["os"], "python": info["python"],
+            **info["versions"], "gl_renderer": gl_renderer, "load_average_1_5_15": info["load_average"]}
 
 
 def states(count: int, size: tuple[int, int], seed: int = 0) -> list[AvatarState]:

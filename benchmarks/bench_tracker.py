@@ -36,15 +36,14 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from machine_info import describe_machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,28 +66,9 @@ print(time.perf_counter() - t0)
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for name in ("numpy", "numba", "scipy", "opencv-python-headless", "onnxruntime"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "threads": 1,
-    }
+    info = describe_machine(("numpy", "numba", "scipy", "opencv-python-headless", "onnxruntime"))
+    info.pop("load_average")  # the run records its own
+    return {**info, "threads": 1}
 
 
 LANDMARK_STAGE = ("dmask_live/landmarks.py", "dmask_live/attention_mesh.py", "dmask_live/face_detector.py",

@@ -49,6 +49,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine_info  # noqa: E402
 from bench_renderer import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,21 +68,9 @@ MASK_CODE = ("dmask_live/tracker.py", "dmask_live/tracker_kernels.py", "dmask_li
 
 def code_state() -> dict:
     """The commit measured and which files of the masking path differ from it (results depend on them)."""
-    import hashlib
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, cwd=root, check=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    changed = [line[3:] for line in git("status", "--porcelain", "--", *MASK_CODE).splitlines()]
-    digests = {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:12]
-               for name in changed if (root / name).is_file()}
-    return {"commit": git("rev-parse", "--short", "HEAD").strip() or None, "uncommitted": digests}
+    state = machine_info.code_state(MASK_CODE)
+    state["uncommitted"] = {name: digest for name, digest in state["uncommitted"].items() if digest}
+    return state
 
 
 class Attacker:

@@ -42,6 +42,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import machine_info  # noqa: E402
 import numpy as np  # noqa: E402
 from machine_info import describe_machine  # noqa: E402
 
@@ -77,15 +78,8 @@ LANDMARK_STAGE = ("dmask_live/landmarks.py", "dmask_live/attention_mesh.py", "dm
 
 def code_state() -> dict:
     """The commit measured and which landmark-stage files differ from it (the residuals depend on them)."""
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    changed = [line[3:] for line in git("status", "--porcelain", "--", *LANDMARK_STAGE).splitlines()]
-    commit = git("rev-parse", "--short", "HEAD").strip() or None
-    return {"commit": commit, "landmark_stage_uncommitted": changed}
+    state = machine_info.code_state(LANDMARK_STAGE)
+    return {"commit": state["commit"], "landmark_stage_uncommitted": list(state["uncommitted"])}
 
 
 def read_clip(path: Path, landmarker) -> tuple[list, float]:

@@ -6,8 +6,10 @@ Benchmarks run as scripts (``python benchmarks/bench_x.py``), so this module is 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+import subprocess
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -53,3 +55,20 @@ def describe_machine(packages: Iterable[str] = ("numpy",)) -> dict:
         "versions": package_versions(packages),
         "load_average": load_average(),
     }
+
+
+def code_state(paths: Iterable[str]) -> dict:
+    """The commit measured and which of ``paths`` differ from it (short sha256 of each changed file):
+    benchmark results depend on that code, and a result is only comparable with the same code."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, cwd=root, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", *paths).splitlines()]
+    digests = {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:12] if (root / name).is_file()
+               else None for name in changed}
+    return {"commit": git("rev-parse", "--short", "HEAD").strip() or None, "uncommitted": digests}

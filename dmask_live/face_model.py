@@ -112,6 +112,15 @@ class FaceModel:
     def num_expressions(self) -> int:
         return int(self.expression_basis.shape[0])
 
+    @functools.cached_property
+    def _eyeball_follow(self) -> np.ndarray:
+        """Computed once per model (the renderer and the ocular analyser ask every frame, per eye)."""
+        follow = self.expression_basis[:, EYE_ORBIT_INDICES].mean(axis=2).astype(np.float64)
+        follow[:, :, 2] = 0.0
+        follow[self.num_expressions - NUM_EYE_REGION_EXPRESSIONS :] = 0.0
+        follow.setflags(write=False)
+        return follow
+
 
 def load_face_model(path: str | Path | None = None) -> FaceModel:
     """Load (and cache) the face model; default: the asset packaged with dmask_live."""
@@ -212,10 +221,7 @@ def eyeball_expression_basis(model: FaceModel) -> np.ndarray:
     benchmarks/results/tracker.md). The eye-region components (lid and brow shape, the lids following
     the iris) do not move it.
     """
-    follow = model.expression_basis[:, EYE_ORBIT_INDICES].mean(axis=2).astype(np.float64)
-    follow[:, :, 2] = 0.0
-    follow[model.num_expressions - NUM_EYE_REGION_EXPRESSIONS :] = 0.0
-    return follow
+    return model._eyeball_follow
 
 
 def eyeball_centres(model: FaceModel, expression) -> np.ndarray:

@@ -38,8 +38,6 @@ from av.frame import Frame
 from dmask_live.types import AvatarState, MaskedFrame, OcularMetrics
 from dmask_live.vp8_encoder import SharedVp8Encoder
 
-__all__ = ["SharedVp8Encoder"]  # re-exported: it lived here before
-
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -638,6 +636,8 @@ class _Rendering:
     time_base: fractions.Fraction
     arrived: float | None = None  # when its source frame arrived (None: the "patient gone" frame)
     record: dict | None = None  # trace record
+
+
 TRACE_STAGES = ("arrived", "picked", "rgb", "masked", "yuv", "encoded")
 
 

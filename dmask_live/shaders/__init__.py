@@ -5,10 +5,20 @@ orthographically, matching the tracker's weak-perspective camera. Colours are un
 per-vertex constants: nothing here ever samples an input image.
 """
 
-SKIN_VS = """
+# Every vertex shader starts with this: geometry in image pixels -> clip space.
+_VERTEX_HEADER = """
 #version 330
 uniform vec2 viewport;
 uniform float depth_half_range;
+// Image y runs down and framebuffer rows are read bottom-up: mapping y=0 to clip -1
+// makes the read-back array come out top row first without a flip.
+vec4 to_clip(vec3 p) {
+    return vec4(p.x / viewport.x * 2.0 - 1.0, p.y / viewport.y * 2.0 - 1.0,
+                clamp(p.z / depth_half_range, -1.0, 1.0), 1.0);
+}
+"""
+
+SKIN_VS = _VERTEX_HEADER + """
 uniform bool far_layer;  // skull and neck: at the far plane, behind everything (early-z culls them)
 in vec3 in_pos;
 in vec3 in_normal;
@@ -16,10 +26,8 @@ in vec3 in_color;
 out vec3 v_normal;
 out vec3 v_color;
 void main() {
-    // Image y runs down and framebuffer rows are read bottom-up: mapping y=0 to clip -1
-    // makes the read-back array come out top row first without a flip.
-    float z = far_layer ? 0.9999 : clamp(in_pos.z / depth_half_range, -1.0, 1.0);
-    gl_Position = vec4(in_pos.x / viewport.x * 2.0 - 1.0, in_pos.y / viewport.y * 2.0 - 1.0, z, 1.0);
+    gl_Position = to_clip(in_pos);
+    if (far_layer) gl_Position.z = 0.9999;
     v_normal = in_normal;
     v_color = in_color;
 }
@@ -41,10 +49,7 @@ void main() {
 }
 """
 
-EYE_VS = """
-#version 330
-uniform vec2 viewport;
-uniform float depth_half_range;
+EYE_VS = _VERTEX_HEADER + """
 uniform mat3 eye_matrix;   // local unit sphere -> image pixels (rotation * scale * radius)
 uniform vec3 eye_centre;
 in vec3 in_local;
@@ -52,8 +57,7 @@ out vec3 v_local;
 out vec3 v_normal;
 void main() {
     vec3 p = eye_centre + eye_matrix * in_local;
-    gl_Position = vec4(p.x / viewport.x * 2.0 - 1.0, p.y / viewport.y * 2.0 - 1.0,
-                       clamp(p.z / depth_half_range, -1.0, 1.0), 1.0);
+    gl_Position = to_clip(p);
     v_local = in_local;
     v_normal = eye_matrix * in_local;
 }
@@ -98,14 +102,10 @@ void main() {
 }
 """
 
-FLAT_VS = """
-#version 330
-uniform vec2 viewport;
-uniform float depth_half_range;
+FLAT_VS = _VERTEX_HEADER + """
 in vec3 in_pos;
 void main() {
-    gl_Position = vec4(in_pos.x / viewport.x * 2.0 - 1.0, in_pos.y / viewport.y * 2.0 - 1.0,
-                       clamp(in_pos.z / depth_half_range, -1.0, 1.0), 1.0);
+    gl_Position = to_clip(in_pos);
 }
 """
 
@@ -117,16 +117,12 @@ void main() { f_color = vec4(color, 1.0); }
 """
 
 # Soft eye-region ribbons (lash lines, lid shadow, crease): per-vertex RGBA, blended over the face.
-RIBBON_VS = """
-#version 330
-uniform vec2 viewport;
-uniform float depth_half_range;
+RIBBON_VS = _VERTEX_HEADER + """
 in vec3 in_pos;
 in vec4 in_rgba;
 out vec4 v_rgba;
 void main() {
-    gl_Position = vec4(in_pos.x / viewport.x * 2.0 - 1.0, in_pos.y / viewport.y * 2.0 - 1.0,
-                       clamp(in_pos.z / depth_half_range, -1.0, 1.0), 1.0);
+    gl_Position = to_clip(in_pos);
     v_rgba = in_rgba;
 }
 """

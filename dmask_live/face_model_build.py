@@ -2,6 +2,10 @@
 
     python -m dmask_live.face_model_build --data ../shared/data
 
+``--landmark-model attention --out /tmp/x.npz`` builds a candidate from the attention mesh's
+landmarks instead (the packaged asset is built from ``mesh_iris``, pinned: the environment's
+``DMASK_LANDMARK_MODEL`` is not consulted, so a rebuild stays byte-identical).
+
 Steps (all shapes are 478 landmarks from :class:`dmask_live.landmarks.FaceLandmarker`, with the
 iris model's eye contours written over the mesh's eye points, as the tracker sees them):
 
@@ -109,11 +113,14 @@ def tracker_view(points: np.ndarray, eye_contours: np.ndarray | None, iris: np.n
     return out
 
 
-def _landmarker():
+ASSET_LANDMARK_MODEL = "mesh_iris"  # the packaged asset's landmark model
+
+
+def _landmarker(model: str = ASSET_LANDMARK_MODEL):
     from dmask_live.landmarks import FaceLandmarker
 
-    # The asset was built from the mesh + iris networks: pinned so a rebuild stays byte-identical.
-    return FaceLandmarker(model="mesh_iris")
+    # Named explicitly (never the environment's choice) so a rebuild stays byte-identical.
+    return FaceLandmarker(model=model)
 
 
 def _detect(landmarker, rgb: np.ndarray) -> np.ndarray | None:
@@ -139,7 +146,9 @@ def read_video_landmarks(path: Path, landmarker) -> np.ndarray:
     return np.array(frames)
 
 
-def collect_landmarks(data: Path, cache: Path | None) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+def collect_landmarks(
+    data: Path, cache: Path | None, landmark_model: str = ASSET_LANDMARK_MODEL
+) -> tuple[dict[str, np.ndarray], dict[str, list]]:
     """Per clip (F,478,3) landmark arrays (NaN rows for misses) and per person photo landmarks."""
     clips: dict[str, np.ndarray] = {}
     people: dict[str, list] = {}
@@ -156,7 +165,7 @@ def collect_landmarks(data: Path, cache: Path | None) -> tuple[dict[str, np.ndar
         return clips, people
     import cv2
 
-    landmarker = _landmarker()
+    landmarker = _landmarker(landmark_model)
     for path in sorted((data / "videos").glob("*.mp4")):
         clips[path.stem] = read_video_landmarks(path, landmarker)
         found = int(np.isfinite(clips[path.stem][:, 0, 0]).sum())
@@ -370,8 +379,8 @@ def triangles(shape: np.ndarray) -> np.ndarray:
     return tris
 
 
-def build(data: Path, cache: Path | None = None) -> dict:
-    clips, people = collect_landmarks(data, cache)
+def build(data: Path, cache: Path | None = None, landmark_model: str = ASSET_LANDMARK_MODEL) -> dict:
+    clips, people = collect_landmarks(data, cache, landmark_model)
     return build_from_landmarks(clips, people)
 
 
@@ -462,9 +471,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="shared data folder (videos/, faces/)")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH)
+    parser.add_argument(
+        "--landmark-model",
+        choices=("attention", "mesh_iris"),
+        default=ASSET_LANDMARK_MODEL,
+        help="landmark model whose points the face model is fitted to (default: %(default)s, the asset's)",
+    )
     parser.add_argument("--landmark-cache", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    arrays = build(args.data, args.landmark_cache)
+    arrays = build(args.data, args.landmark_cache, args.landmark_model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)", file=sys.stderr)

@@ -1,6 +1,8 @@
 """The landmark stage: frame → :class:`~dmask_live.types.FaceLandmarks` (or None: no face).
 
-Two landmark models, chosen with ``FaceLandmarker(model=...)``:
+Two landmark models, chosen with ``FaceLandmarker(model=...)``; with ``model=None`` the
+environment variable ``DMASK_LANDMARK_MODEL`` names it (for benchmarking a candidate without code
+edits), else ``"mesh_iris"``:
 
 * ``"mesh_iris"`` (default): the 468-point mesh model, then the separate iris model on both eyes;
 * ``"attention"``: what MediaPipe's FaceMesh runs with ``refine_landmarks=True`` — one network
@@ -37,6 +39,7 @@ Nothing here logs or keeps pixel data: crops are temporaries of one ``process`` 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,6 +104,16 @@ def _to_tensor(crops: np.ndarray) -> np.ndarray:
 
 
 MODELS = ("attention", "mesh_iris")
+DEFAULT_MODEL = "mesh_iris"
+MODEL_ENV_VAR = "DMASK_LANDMARK_MODEL"
+
+
+def default_model() -> str:
+    """The model used when none is named: ``$DMASK_LANDMARK_MODEL`` if set and not empty, else mesh_iris."""
+    chosen = os.environ.get(MODEL_ENV_VAR, "").strip()
+    if chosen and chosen not in MODELS:
+        raise ValueError(f"{MODEL_ENV_VAR} must be one of {', '.join(MODELS)}, got {chosen!r}")
+    return chosen or DEFAULT_MODEL
 
 
 class FaceLandmarker:
@@ -118,10 +131,11 @@ class FaceLandmarker:
         providers: Sequence[str] | None = None,
         min_detection_confidence: float = 0.5,
         min_presence: float = 0.5,
-        model: str = "mesh_iris",
+        model: str | None = None,
     ):
         if not 0.0 <= min_presence <= 1.0:
             raise ValueError(f"min_presence must be in [0, 1], got {min_presence}")
+        model = default_model() if model is None else model
         if model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
         self.model = model

@@ -15,7 +15,7 @@ from dmask_live.types import NUM_EYE_CONTOUR_POINTS, NUM_IRIS_POINTS, NUM_POINTS
 ASTRONAUT_FACE_BOX = (160, 50, 290, 200)  # xmin, ymin, xmax, ymax
 
 
-def _landmarker(model: str):
+def _landmarker(model: str | None):
     from dmask_live.landmarks import FaceLandmarker
     from dmask_live.models import ModelError
 
@@ -198,6 +198,20 @@ def test_unknown_model_is_refused():
 
     with pytest.raises(ValueError, match="model must be one of attention, mesh_iris"):
         FaceLandmarker(model="iris")
+
+
+def test_environment_names_the_model_when_none_is_given(monkeypatch):
+    from dmask_live.landmarks import MODEL_ENV_VAR, default_model
+
+    monkeypatch.delenv(MODEL_ENV_VAR, raising=False)
+    assert default_model() == "mesh_iris"
+    monkeypatch.setenv(MODEL_ENV_VAR, "attention")
+    assert default_model() == "attention"
+    assert _landmarker(None).model == "attention"
+    assert _landmarker("mesh_iris").model == "mesh_iris"  # a named model wins over the environment
+    monkeypatch.setenv(MODEL_ENV_VAR, "iris")
+    with pytest.raises(ValueError, match="DMASK_LANDMARK_MODEL must be one of attention, mesh_iris"):
+        default_model()
 
 
 def test_8k_frame(fresh, astronaut):

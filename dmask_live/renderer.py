@@ -243,23 +243,11 @@ class AvatarRenderer:
         self._eye_prog["iris"].value = IRIS
         self._eye_prog["pupil"].value = PUPIL
 
-        # Skin: positions+normals change per frame (one interleaved buffer), colours are static.
-        self._skin_vbo = ctx.buffer(reserve=self._n_verts * 6 * 4, dynamic=True)
-        self._colour_vbo = ctx.buffer(self._colours.tobytes())
-        self._skin_ibo = ctx.buffer(self._triangles.tobytes())
-        self._skin_vao = ctx.vertex_array(
-            self._skin_prog,
-            [(self._skin_vbo, "3f 3f", "in_pos", "in_normal"), (self._colour_vbo, "3f", "in_color")],
-            index_buffer=self._skin_ibo,
-        )
-        # Skull and neck (avatar_head): drawn with the skin program, positions+normals per frame.
-        self._head_vbo = ctx.buffer(reserve=len(self._head_verts) * 6 * 4, dynamic=True)
-        self._head_colour_vbo = ctx.buffer(self._head_colours.tobytes())
-        self._head_ibo = ctx.buffer(self._head_tris.tobytes())
-        self._head_vao = ctx.vertex_array(
-            self._skin_prog,
-            [(self._head_vbo, "3f 3f", "in_pos", "in_normal"), (self._head_colour_vbo, "3f", "in_color")],
-            index_buffer=self._head_ibo,
+        # Skin, and the skull and neck (avatar_head): drawn with the skin program.
+        self._static_buffers: list = []
+        self._skin_vbo, self._skin_vao = self._shaded_mesh(self._n_verts, self._colours, self._triangles)
+        self._head_vbo, self._head_vao = self._shaded_mesh(
+            len(self._head_verts), self._head_colours, self._head_tris
         )
         sphere_v, sphere_t = uv_sphere(hole=float(np.arcsin(min(m.iris_radius / m.eyeball_radius, 1.0))))
         self._sphere_vbo = ctx.buffer(sphere_v.tobytes())
@@ -299,6 +287,20 @@ class AvatarRenderer:
             self._ribbon_prog, [(self._ribbon_vbo, "3f 4f", "in_pos", "in_rgba")],
             index_buffer=self._ribbon_ibo,
         )
+
+    def _shaded_mesh(self, vertex_count: int, colours: np.ndarray, triangles: np.ndarray) -> tuple:
+        """(vbo, vao) of a skin-program mesh: positions+normals written per frame (one interleaved
+        buffer), colours and triangles static."""
+        ctx = self.ctx
+        vbo = ctx.buffer(reserve=vertex_count * 6 * 4, dynamic=True)
+        colour_vbo, ibo = ctx.buffer(colours.tobytes()), ctx.buffer(triangles.tobytes())
+        self._static_buffers += [colour_vbo, ibo]
+        vao = ctx.vertex_array(
+            self._skin_prog,
+            [(vbo, "3f 3f", "in_pos", "in_normal"), (colour_vbo, "3f", "in_color")],
+            index_buffer=ibo,
+        )
+        return vbo, vao
 
     def _programs(self) -> tuple:
         return (self._skin_prog, self._eye_prog, self._flat_prog, self._ribbon_prog)
@@ -373,7 +375,7 @@ class AvatarRenderer:
         objects = [v for k, v in vars(self).items() if k != "ctx" and hasattr(v, "mglo")]
         for _, _, vbo, vao in getattr(self, "_fills", []):
             objects += [vao, vbo]
-        return objects
+        return objects + getattr(self, "_static_buffers", [])
 
     def __enter__(self) -> AvatarRenderer:
         return self

@@ -72,6 +72,18 @@ def test_a_narrow_eye_is_shaded_more():
     assert alphas[1] > alphas[0] + 0.1
 
 
+def test_the_crease_fades_as_the_eye_shuts():
+    # Drawn on a shut eye, the networks read the crease as the margin of a half-open eye.
+    styles = eye_detail.STYLES
+    crease = next(i for i, s in enumerate(styles) if s.loop == "crease")
+    alphas = []
+    for openness in (1.0, 0.5, 0.0, -0.3):
+        verts, rings = posed(openness)
+        block = rows_of(eye_detail.ribbon_vertices(verts, rings, np.array([0.0, 0.0, -1.0])), styles, crease)
+        alphas.append(float(block[..., 6].max()))
+    assert alphas[0] > 0.3 and np.all(np.diff(alphas) < 0) and alphas[-1] < alphas[0] / 3, alphas
+
+
 def test_socket_colours_are_pink_at_the_inner_corner():
     rgba = eye_detail.socket_colours(16)
     assert rgba.shape == (17, 4) and np.all(rgba[:, 3] == 1.0)

@@ -8,13 +8,15 @@ edits), else ``"mesh_iris"``:
 * ``"attention"``: what MediaPipe's FaceMesh runs with ``refine_landmarks=True`` — one network
   whose small heads refine lips, eyes and irises from crops of its own feature map
   (:mod:`dmask_live.attention_mesh`); a third of the arithmetic of mesh + two iris runs, and
-  faster than MediaPipe's own FaceMesh (benchmarks/results/landmarks.md). Not the default yet:
-  the face model and tracker were fitted to the iris model's eye contours, and with the
-  attention model's contours the tracked gaze is biased (benchmarks/bench_fidelity.py --no-clips
-  with the landmarker switched to this model, 2026-12: gaze RMS error about 10° instead of 3–5°,
-  a 15° esotropia read as 37°); a face model rebuilt from attention landmarks brings the gaze
-  error to about 5° (esotropia 19°), so that asset and the tracker's tuning need re-validating
-  before this model can be the default.
+  faster than MediaPipe's own FaceMesh (benchmarks/results/landmarks.md). Not the default: the
+  face model and tracker are fitted to the iris model's eye contours, which the attention heads
+  mark differently (mean gap 12 % of the eye width). Measured 2026-12-01 with bench_fidelity and
+  bench_tracker (DMASK_LANDMARK_MODEL=attention): with the packaged face model a 15° esotropia
+  reads 36.7°; with a face model rebuilt from attention landmarks 20.3°; with a fixed per-point
+  contour offset to the iris model's (fitted leave-one-clip-out) 14.9°, but then the real-clip
+  round-trip gaze error is 8.5° (mesh_iris 6.4°), the lid-aperture correlation 0.87 (0.93) and the
+  eye residual 1.04 % (goal 1.0 %): the two networks' lids disagree person by person, which no
+  fixed correction removes.
 
 Per frame, as MediaPipe's FaceMesh (+ Iris) graphs do it:
 

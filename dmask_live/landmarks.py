@@ -196,7 +196,7 @@ class FaceLandmarker:
         if self.model == "attention":
             landmarks = self._with_attention(rgb, result)
         else:
-            landmarks = self._with_iris(rgb, result.mesh, result.presence, result.roi)
+            landmarks = self._with_iris(rgb, result)
         timings["iris"] = (time.perf_counter() - t0) * 1e3
         if landmarks is None:  # refinement went non-finite: nothing to report or track
             self._roi = None
@@ -282,7 +282,9 @@ class FaceLandmarker:
             image_size=(int(width), int(height)),
         )
 
-    def _with_iris(self, rgb: np.ndarray, mesh: np.ndarray, presence: float, roi) -> FaceLandmarks:
+    def _with_iris(self, rgb: np.ndarray, result: _MeshResult) -> FaceLandmarks | None:
+        """The iris model on both eyes: eye-contour points replaced (x, y), irises appended."""
+        mesh = result.mesh
         affines = [
             roi_ops.crop_affine(
                 roi_ops.roi_from_points(mesh[list(corners)], 0, 1, EYE_ROI_SCALE), IRIS_SIZE, eye == 1
@@ -309,15 +311,7 @@ class FaceLandmarker:
             contours[eye] = contour
             iris[eye] = iris_eye
         points[NUM_MESH_POINTS:] = iris.reshape(-1, 3)
-        height, width = rgb.shape[:2]
-        return FaceLandmarks(
-            points=points,
-            eye_contours=contours,
-            iris=iris,
-            confidence=presence,
-            roi=tuple(float(v) for v in roi),
-            image_size=(int(width), int(height)),
-        )
+        return self._landmarks(rgb, points, contours, iris, result)
 
 
 @dataclass(frozen=True)

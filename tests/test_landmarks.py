@@ -293,3 +293,12 @@ def test_sessions_are_single_threaded_cpu_with_dynamic_batch(landmarker):
         assert isinstance(backbone.session.get_inputs()[0].shape[0], str)
         options = backbone.session.get_session_options()
         assert options.intra_op_num_threads == 1
+
+
+def test_non_finite_iris_output_is_no_face(astronaut):
+    # A network can go non-finite on garbage input: the frame is "no face", never NaN landmarks.
+    landmarker = _landmarker("mesh_iris")
+    iris_model = landmarker._iris
+    landmarker._iris = lambda x: [np.full_like(out, np.nan) for out in iris_model(x)]
+    assert landmarker.process(astronaut) is None
+    assert not landmarker.tracking  # the next frame starts again with the detector

@@ -53,7 +53,7 @@ GL_PACKAGES = "libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libgbm1"
 # (re-tracked gaze about 5° low), with skin-coloured ones below it. These shades, searched on
 # renders of the canonical face (frontal, gaze/lid/pose cases at two sizes; shut eyes must still
 # read shut), make the networks read the orbit where the model has it: known-truth gaze error
-# 4-5° -> about 2° RMS, real-clip round trip 6.3° -> 4.4° (benchmarks/results/fidelity.md).
+# 4-5° -> about 2° RMS, real-clip round trip 6.3° -> 4.3° (benchmarks/results/fidelity.md).
 _BROW_SHADES = (
     ((107, 66, 336, 296), 0.807),  # upper edge, inner half
     ((105, 63, 70, 334, 293, 300), 0.687),  # upper edge, outer half

@@ -40,7 +40,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -480,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         "topic": "privacy",
         "command": "python benchmarks/bench_privacy.py" + (" --faces-only" if args.faces_only else ""),
         "machine": machine(_gl_renderer()),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "load_average": machine_info.load_average(),
         "code": code_state(),
         "attacker": f"dlib {version('dlib-bin')} HOG detector + 5-point alignment + ResNet face descriptor "
                     f"(face_recognition_models {version('face-recognition-models')})",

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dmask_live.landmarks import DEFAULT_MODEL, MODELS
 from dmask_live.types import FaceLandmarks
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model",
-        choices=("attention", "mesh_iris"),
-        default="mesh_iris",
+        choices=MODELS,
+        default=DEFAULT_MODEL,
         help="attention mesh (MediaPipe's refine_landmarks=True network) or mesh + iris model "
         "(default: %(default)s)",
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fidelity import SIZE, base_state, gaze  # noqa: E402
+from bench_fidelity import SIZE, Tracking, base_state, gaze  # noqa: E402
 
 from dmask_live import renderer  # noqa: E402
 
@@ -44,35 +44,28 @@ WARM_FRAMES, HOLD_FRAMES = 10, 8  # neutral frames (tracker settles), then the c
 SHUT_READ_LIMIT = 0.08  # a shut eye's read aperture, fraction of its open one, above this: penalised
 
 
+BASE = renderer._BROW_SHADES  # the shipped shades: the search's start and its vertex groups
+
+
 def state(case: dict, size: float, t: float = 0.0):
     changes = {"head_pose_deg": [0.0, 0.0, 0.0], **case}
     s = base_state(t, **changes)
     return dataclasses.replace(s, scale=s.scale * size)
 
 
-def read_back(render, landmarker, truth, size: float, frames: int = HOLD_FRAMES):
+def read_back(render, tracking: Tracking, truth, size: float, frames: int = HOLD_FRAMES):
     """Track ``truth`` rendered, after a neutral warm-up; the last frames' mean state."""
-    from dmask_live.ocular import OcularAnalyzer
-    from dmask_live.tracker import FaceTracker
-
-    landmarker.reset()
-    tracker, analyser = FaceTracker(), OcularAnalyzer()
-    neutral, shown = render(state({}, size)), render(truth)
-    t = 0.0
-    for _ in range(WARM_FRAMES):
-        open_metrics = analyser.update(tracker.update(landmarker.process(neutral), t))
-        t += 1 / 30
-    reads = []
-    for _ in range(frames):
-        tracked = tracker.update(landmarker.process(shown), t)
-        reads.append((tracked.gaze_deg, tracked.eyelids, analyser.update(tracked).lid_aperture))
-        t += 1 / 30
-    last = reads[-4:]
-    aperture = np.mean([r[2] for r in last]) / max(np.mean(open_metrics.lid_aperture), 1e-9)
-    return np.mean([r[0] for r in last], 0), np.mean([r[1] for r in last], 0), float(aperture)
+    images = [render(state({}, size))] * WARM_FRAMES + [render(truth)] * frames
+    times = np.cumsum([0.0] + [1 / 30] * (len(images) - 1))
+    states, metrics = tracking.run(images, times)
+    open_aperture = np.mean(metrics[WARM_FRAMES - 1].lid_aperture)
+    last = slice(-4, None)
+    aperture = np.mean([m.lid_aperture for m in metrics[last]]) / max(open_aperture, 1e-9)
+    return (np.mean([s.gaze_deg for s in states[last]], 0), np.mean([s.eyelids for s in states[last]], 0),
+            float(aperture))
 
 
-def score(shades: np.ndarray, landmarker) -> tuple[float, dict]:
+def score(shades: np.ndarray, tracking: Tracking) -> tuple[float, dict]:
     renderer._BROW_SHADES = tuple((indices, float(s)) for (indices, _), s in zip(BASE, shades, strict=True))
     gaze_err, lid_err, shut = {1.0: [], SMALL_FACE: []}, [], []
     with renderer.AvatarRenderer(*SIZE) as avatar:
@@ -81,12 +74,12 @@ def score(shades: np.ndarray, landmarker) -> tuple[float, dict]:
                 if size != 1.0 and name not in SMALL_FACE_CASES:
                     continue
                 truth = state(case, size)
-                g, lids, _ = read_back(avatar.render, landmarker, truth, size)
+                g, lids, _ = read_back(avatar.render, tracking, truth, size)
                 gaze_err[size].append(g - truth.gaze_deg)
                 if size == 1.0:
                     lid_err.append(lids - truth.eyelids)
             shut_state = state({"eyelids": np.array([[-0.3, 1.0], [-0.3, 1.0]], np.float32)}, size)
-            shut.append(read_back(avatar.render, landmarker, shut_state, size, frames=4)[2])
+            shut.append(read_back(avatar.render, tracking, shut_state, size, frames=4)[2])
     rms = {size: float(np.sqrt(np.mean(np.square(e)))) for size, e in gaze_err.items()}
     lid_rms = float(np.sqrt(np.mean(np.square(lid_err))))
     penalty = sum(20.0 * max(0.0, s - SHUT_READ_LIMIT) for s in shut)
@@ -94,24 +87,20 @@ def score(shades: np.ndarray, landmarker) -> tuple[float, dict]:
     return value, {"gaze_rms_deg": rms, "lid_rms": lid_rms, "shut_read": shut}
 
 
-BASE = renderer._BROW_SHADES
-
 
 def main() -> int:
     from scipy.optimize import minimize
-
-    from dmask_live.landmarks import FaceLandmarker
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", type=float, nargs=4, default=[s for _, s in BASE])
     parser.add_argument("--evaluations", type=int, default=45)
     args = parser.parse_args()
-    landmarker = FaceLandmarker()
+    tracking = Tracking()
     tried: list[tuple[float, list[float], dict]] = []
 
     def objective(x: np.ndarray) -> float:
         shades = np.clip(x, 0.0, 1.6)  # darker than 1.6x BROW clips toward black
-        value, parts = score(shades, landmarker)
+        value, parts = score(shades, tracking)
         tried.append((value, [round(float(s), 3) for s in shades], parts))
         print(f"{value:7.3f} shades {tried[-1][1]} {parts}", flush=True)
         return value

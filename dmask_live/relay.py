@@ -356,7 +356,6 @@ class MaskingRelay:
         self._last_pts: int | None = None
         self._last_pts_at = 0.0  # monotonic time the last pts was given out
         self._showing_neutral = False
-        self._last_masker_s = 0.0
         self._last_arrival: float | None = None
         self._interval_s = 1.0 / 30.0  # moving average of the source's frame interval
         self.fresh_fraction = fresh_fraction
@@ -468,13 +467,14 @@ class MaskingRelay:
         pts = self._output_pts(frame.pts if frame.pts is not None else 0)
         timestamp = float(pts * time_base)
         _mark(record, "pts_out", pts)
+        masker_s = 0.0  # stays 0 when the frame never reached the masker
         try:
             rgb = await self._in_thread(frame_to_rgb, frame)
             started = _mark(record, "rgb")
             try:
                 masked = await self._masker.process(rgb, timestamp)
             finally:
-                self._last_masker_s = _mark(record, "masked") - started
+                masker_s = _mark(record, "masked") - started
             image = self._checked(masked, rgb)
             metrics = masked.metrics
         except asyncio.CancelledError:
@@ -489,7 +489,7 @@ class MaskingRelay:
         if not metrics.tracked:
             self.stats.untracked += 1
         self._send_metrics(metrics)
-        return _Rendering(image, pts, time_base, arrived, record)
+        return _Rendering(image, pts, time_base, arrived, record, masker_s)
 
     async def _in_thread(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._convert, partial(fn, *args, **kwargs))
@@ -544,7 +544,7 @@ class MaskingRelay:
             if packet is not None:
                 self.encoded.publish(packet)
             if rendering.arrived is not None:
-                self.stats.timed(self._last_masker_s, time.monotonic() - rendering.arrived)
+                self.stats.timed(rendering.masker_s, time.monotonic() - rendering.arrived)
                 self.stats.frames_out += 1
                 self._fps.tick()
 
@@ -636,6 +636,8 @@ class _Rendering:
     time_base: fractions.Fraction
     arrived: float | None = None  # when its source frame arrived (None: the "patient gone" frame)
     record: dict | None = None  # trace record
+    # The masker's time for this frame: carried here, since masking the next frame overlaps this one's output.
+    masker_s: float = 0.0
 
 
 TRACE_STAGES = ("arrived", "picked", "rgb", "masked", "yuv", "encoded")

@@ -282,18 +282,18 @@ class AvatarRenderer:
         # Fills behind the mouth ring (dark) and each eye ring (conjunctiva): fans to a point pushed back.
         # The eye sockets carry per-vertex colour (pink caruncle at the inner corner, shaded
         # conjunctiva elsewhere), drawn with the ribbon program; the mouth is one flat colour.
-        self._fills = []
-        for k, ring in enumerate([self._mouth_ring, *self._eye_rings]):
-            ibo = ctx.buffer(_fan(len(ring)).tobytes())
-            if k == 0:
-                vbo = ctx.buffer(reserve=(len(ring) + 1) * 3 * 4, dynamic=True)
-                vao = ctx.vertex_array(self._flat_prog, [(vbo, "3f", "in_pos")], index_buffer=ibo)
-            else:
-                vbo = ctx.buffer(reserve=(len(ring) + 1) * 7 * 4, dynamic=True)
-                vao = ctx.vertex_array(self._ribbon_prog, [(vbo, "3f 4f", "in_pos", "in_rgba")],
-                                       index_buffer=ibo)
-            self._fills.append((ring, MOUTH_INSIDE, vbo, vao))
+        ring = self._mouth_ring
+        vbo = ctx.buffer(reserve=(len(ring) + 1) * 3 * 4, dynamic=True)
+        self._mouth_fill = (ring, vbo, ctx.vertex_array(
+            self._flat_prog, [(vbo, "3f", "in_pos")], index_buffer=self._fan_buffer(len(ring))))
+        self._socket_fills = []
+        for ring in self._eye_rings:
+            vbo = ctx.buffer(reserve=(len(ring) + 1) * 7 * 4, dynamic=True)
+            vao = ctx.vertex_array(self._ribbon_prog, [(vbo, "3f 4f", "in_pos", "in_rgba")],
+                                   index_buffer=self._fan_buffer(len(ring)))
+            self._socket_fills.append((ring, vbo, vao))
         self._socket_rgba = eye_detail.socket_colours(len(self._eye_rings[0]))
+        self._closed_rgba = np.tile((*CLOSED_LID, 1.0), (len(self._eye_rings[0]) + 1, 1))
         # Eye detail (lash lines, lid shadow, crease): one buffer of RGBA ribbons, one draw call.
         tris = eye_detail.ribbon_triangles(eye_detail.STYLES)
         self._ribbon_vbo = ctx.buffer(reserve=(int(tris.max()) + 1) * 7 * 4, dynamic=True)
@@ -302,6 +302,12 @@ class AvatarRenderer:
             self._ribbon_prog, [(self._ribbon_vbo, "3f 4f", "in_pos", "in_rgba")],
             index_buffer=self._ribbon_ibo,
         )
+
+    def _fan_buffer(self, count: int):
+        """Index buffer of a fan over a ring of ``count`` vertices (released with the renderer)."""
+        ibo = self.ctx.buffer(_fan(count).tobytes())
+        self._static_buffers.append(ibo)
+        return ibo
 
     def _shaded_mesh(self, vertex_count: int, colours: np.ndarray, triangles: np.ndarray) -> tuple:
         """(vbo, vao) of a skin-program mesh: positions+normals written per frame (one interleaved
@@ -388,7 +394,8 @@ class AvatarRenderer:
 
     def _gl_objects(self) -> list:
         objects = [v for k, v in vars(self).items() if k != "ctx" and hasattr(v, "mglo")]
-        for _, _, vbo, vao in getattr(self, "_fills", []):
+        fills = [getattr(self, "_mouth_fill", None), *getattr(self, "_socket_fills", [])]
+        for _, vbo, vao in filter(None, fills):
             objects += [vao, vbo]
         return objects + getattr(self, "_static_buffers", [])
 
@@ -449,19 +456,17 @@ class AvatarRenderer:
         The cap hides the pixel cracks where the two closed lid margins meet, so a closed eye
         never shows specks of eyeball.
         """
-        for k, (ring, colour, vbo, vao) in enumerate(self._fills):
+        ring, vbo, vao = self._mouth_fill
+        loop = verts[ring]
+        vbo.write(np.vstack([loop, loop.mean(0) + backward * self._mouth_depth]).astype(np.float32).tobytes())
+        self._flat_prog["color"].value = MOUTH_INSIDE
+        vao.render()
+        for eye, (ring, vbo, vao) in enumerate(self._socket_fills):
             loop = verts[ring]
-            if k == 0:
-                centre = loop.mean(0) + backward * self._mouth_depth
-                vbo.write(np.vstack([loop, centre]).astype(np.float32).tobytes())
-                self._flat_prog["color"].value = colour
-                vao.render()
-                continue
-            rgba = self._socket_rgba
-            if closed[k - 1]:
-                centre, rgba = loop.mean(0), np.tile((*CLOSED_LID, 1.0), (len(loop) + 1, 1))
+            if closed[eye]:
+                centre, rgba = loop.mean(0), self._closed_rgba
             else:
-                centre = loop.mean(0) + backward * self._socket_depth
+                centre, rgba = loop.mean(0) + backward * self._socket_depth, self._socket_rgba
             vbo.write(np.hstack([np.vstack([loop, centre]), rgba]).astype(np.float32).tobytes())
             vao.render()
 

@@ -121,9 +121,6 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
     for i in range(consults):
         start = min(sent[i].values())
         per_consult.append(summarise(match_latencies(sent[i], received[i]), start, duration))
-    all_lat = []
-    for i in range(consults):
-        all_lat += [lat for _, lat in match_latencies(sent[i], received[i])]
     result = {"mode": mode, "consults": consults, "duration_s": duration, "per_consult": per_consult}
     result["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     p95s = [c.get("p95_ms", float("inf")) for c in per_consult]
@@ -150,12 +147,14 @@ def run_scenario(mode: str, masker: dict, consults: int, duration: float) -> dic
 
 
 def main() -> int:
+    from dmask_live.server import MASK_IN, default_mask_in
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--masker", choices=("auto", "pipeline", "standin"), default="auto")
     parser.add_argument(
-        "--mask-in", choices=("process", "thread"), default=None,
+        "--mask-in", choices=MASK_IN, default=None,
         help="where the real pipeline runs (default: as `dmask-live serve` does)",
     )
     parser.add_argument("--standin-ms", type=float, default=20.0, help="stand-in masking time per frame")
@@ -180,8 +179,6 @@ def main() -> int:
             f" (real pipeline unavailable: {reason})" if reason else ""
         )
     else:
-        from dmask_live.server import default_mask_in
-
         mask_in = args.mask_in or default_mask_in()
         masker = {"kind": "pipeline", "mask_in": mask_in}
         label = "real pipeline (landmarks + tracker + renderer), " + (

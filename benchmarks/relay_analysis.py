@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dmask_live.relay import TRACE_STAGES as RELAY_STAGES  # the relay's trace record, in order
+
 WARMUP_S = 3.0  # seconds discarded at the start of each run
 
 
@@ -11,25 +13,26 @@ WARMUP_S = 3.0  # seconds discarded at the start of each run
 PTS_TOLERANCE = 12  # ticks: the VP8 decoder's time-base rounding moves pts by a few ticks per hop
 
 
+def _nearest(sent_pts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sent pts nearest each value (``sent_pts`` sorted), and whether it is within the tolerance."""
+    index = np.clip(np.searchsorted(sent_pts, values), 1, len(sent_pts) - 1)
+    left, right = sent_pts[index - 1], sent_pts[index]
+    best = np.where(np.abs(values - left) <= np.abs(values - right), left, right)
+    return best, np.abs(values - best) <= PTS_TOLERANCE
+
+
 def match_latencies(sent: dict[int, float], received: list[tuple[int, float]]) -> list[tuple[float, float]]:
     """(capture time, latency s) per received frame; the unknown RTP pts origin is found by matching."""
     if not received:
         return []
     sent_pts = np.array(sorted(sent))
-
-    def nearest(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        index = np.clip(np.searchsorted(sent_pts, values), 1, len(sent_pts) - 1)
-        left, right = sent_pts[index - 1], sent_pts[index]
-        best = np.where(np.abs(values - left) <= np.abs(values - right), left, right)
-        return best, np.abs(values - best) <= PTS_TOLERANCE
-
     probe = np.array([pts for pts, _ in received[:40]])
     offsets = sent_pts - probe[0]
-    hits = [int(nearest(probe + offset)[1].sum()) for offset in offsets]
+    hits = [int(_nearest(sent_pts, probe + offset)[1].sum()) for offset in offsets]
     best = int(np.argmax(hits))
     if hits[best] < 0.8 * len(probe):
         raise RuntimeError(f"could not align received frames ({hits[best]}/{len(probe)})")
-    matched, ok = nearest(np.array([pts for pts, _ in received]) + offsets[best])
+    matched, ok = _nearest(sent_pts, np.array([pts for pts, _ in received]) + offsets[best])
     pairs = zip(received, matched, ok, strict=True)
     return [(sent[int(m)], t - sent[int(m)]) for (_, t), m, good in pairs if good]
 
@@ -39,26 +42,19 @@ def align(sent_pts: np.ndarray, keys: list[int]) -> dict[int, int]:
     if not keys:
         return {}
     keys_arr = np.array(keys, dtype=np.int64)
-
-    def nearest(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        index = np.clip(np.searchsorted(sent_pts, values), 1, len(sent_pts) - 1)
-        left, right = sent_pts[index - 1], sent_pts[index]
-        best = np.where(np.abs(values - left) <= np.abs(values - right), left, right)
-        return best, np.abs(values - best) <= PTS_TOLERANCE
-
     best_hits, best_offset = 0, None
     for fraction in (0.5, 0.3, 0.7, 0.1, 0.9):  # keys may mix several consults' streams: try windows
         first = int(fraction * max(0, len(keys_arr) - 40))
         probe = keys_arr[first : first + 40]
         offsets = sent_pts - probe[0]
-        hits = np.array([int(nearest(probe + offset)[1].sum()) for offset in offsets])
+        hits = np.array([int(_nearest(sent_pts, probe + offset)[1].sum()) for offset in offsets])
         if hits.max() > best_hits:
             best_hits, best_offset = int(hits.max()), int(offsets[int(np.argmax(hits))])
     # a wrong offset matches by chance ~1 in 40 (tolerance 25 of 1000 jitter values); a right one
     # matches every key of this stream, which may be a third of a window that mixes three consults
     if best_offset is None or best_hits < min(8, len(keys_arr)):
         return {}
-    matched, ok = nearest(keys_arr + best_offset)
+    matched, ok = _nearest(sent_pts, keys_arr + best_offset)
     return {int(k): int(m) for k, m, good in zip(keys_arr, matched, ok, strict=True) if good}
 
 
@@ -92,7 +88,7 @@ def stage_breakdown(sent: dict[int, float], received, probes: dict, start: float
     add("clinician", "released", probes["clinician"]["released"])
     add("clinician", "decoded", received)
     relay = probes["server"]["relay"][0] if probes["server"]["relay"] else []
-    for event in ("arrived", "picked", "rgb", "masked", "yuv", "encoded"):
+    for event in RELAY_STAGES:
         add("relay", event, [(r["pts_in"], r[event]) for r in relay if event in r])
     # the server's sender sees output pts (= input pts unless the source restarted)
     add("server", "sent", probes["server"]["sent"])
@@ -115,9 +111,6 @@ def stage_breakdown(sent: dict[int, float], received, probes: dict, start: float
         out["total"] = {"p50_ms": round(float(np.percentile(ms, 50)), 1),
                         "p95_ms": round(float(np.percentile(ms, 95)), 1)}
     return out
-
-
-RELAY_STAGES = ("arrived", "picked", "rgb", "masked", "yuv", "encoded")
 
 
 def relay_stages(trace: list[dict], skip: int = 90) -> dict:

@@ -18,12 +18,13 @@ class StandinMasker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="standin-mask")
 
     def _process(self, image: np.ndarray, timestamp: float):
+        from dmask_live.relay import NEUTRAL_RGB
         from dmask_live.types import AvatarState, MaskedFrame, OcularMetrics
 
         time.sleep(self._delay)
         height, width = image.shape[:2]
         out = np.empty_like(image)
-        out[:] = (139, 152, 168)
+        out[:] = NEUTRAL_RGB
         out[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] = (200, 170, 150)
         state = AvatarState(tracked=True, image_size=(width, height), timestamp=timestamp)
         return MaskedFrame(out, state, OcularMetrics(timestamp, True))

@@ -22,16 +22,22 @@ HEAD_PARTS = (  # where they overlap the first one shows: the neck over the skul
 )
 
 
-def ellipsoid_meshes(rings: int = 16, segments: int = 28):
-    """Model-space vertices (N, 3), normals (N, 3), colours (N, 3) and triangles (M, 3) of all parts."""
-    theta = np.linspace(0.0, np.pi, rings + 1)
+def sphere_grid(rings: int, segments: int, start: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Polar angles θ (from ``start`` to π) and azimuths φ of a (rings+1, segments+1) vertex grid,
+    and its triangles (M, 3) in row-major vertex order (the winding both sphere meshes draw with)."""
+    theta = np.linspace(start, np.pi, rings + 1)
     phi = np.linspace(0.0, 2.0 * np.pi, segments + 1)
     t, p = np.meshgrid(theta, phi, indexing="ij")
-    unit = np.stack([np.sin(t) * np.cos(p), -np.cos(t), np.sin(t) * np.sin(p)], -1).reshape(-1, 3)
     idx = np.arange((rings + 1) * (segments + 1)).reshape(rings + 1, segments + 1)
     a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
     c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
-    grid = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
+    return t, p, np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
+
+
+def ellipsoid_meshes(rings: int = 16, segments: int = 28):
+    """Model-space vertices (N, 3), normals (N, 3), colours (N, 3) and triangles (M, 3) of all parts."""
+    t, p, grid = sphere_grid(rings, segments)
+    unit = np.stack([np.sin(t) * np.cos(p), -np.cos(t), np.sin(t) * np.sin(p)], -1).reshape(-1, 3)
     verts, normals, colours, tris = [], [], [], []
     for centre, axes, colour in HEAD_PARTS:
         axes = np.asarray(axes)

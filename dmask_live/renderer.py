@@ -107,14 +107,8 @@ def uv_sphere(
     ``hole``: polar angle (radians) around the front pole (-z) left open, where the iris disc goes.
     Cutting it from the mesh instead of discarding fragments keeps early depth rejection working.
     """
-    theta = np.linspace(hole, np.pi, rings + 1)
-    phi = np.linspace(0.0, 2.0 * np.pi, segments + 1)
-    t, p = np.meshgrid(theta, phi, indexing="ij")
+    t, p, tris = avatar_head.sphere_grid(rings, segments, start=hole)
     verts = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), -np.cos(t)], axis=-1).reshape(-1, 3)
-    idx = np.arange((rings + 1) * (segments + 1)).reshape(rings + 1, segments + 1)
-    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
-    c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
-    tris = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
     return verts.astype(np.float32), tris.astype(np.int32)
 
 

@@ -121,6 +121,13 @@ class FaceModel:
         follow.setflags(write=False)
         return follow
 
+    @functools.cached_property
+    def _eyeball_follow_matrix(self) -> np.ndarray:
+        """``_eyeball_follow`` as a contiguous (K, 6) matrix: one vector-matrix product per frame."""
+        matrix = np.ascontiguousarray(self._eyeball_follow.reshape(self.num_expressions, 6))
+        matrix.setflags(write=False)
+        return matrix
+
 
 def load_face_model(path: str | Path | None = None) -> FaceModel:
     """Load (and cache) the face model; default: the asset packaged with dmask_live."""
@@ -230,14 +237,15 @@ def eyeball_centres(model: FaceModel, expression) -> np.ndarray:
     count = min(expression.size, model.num_expressions)
     centres = model.eyeball_centers.astype(np.float64)
     if count:
-        centres = centres + np.tensordot(expression[:count], eyeball_expression_basis(model)[:count], axes=1)
+        centres = centres + (expression[:count] @ model._eyeball_follow_matrix[:count]).reshape(2, 3)
     return centres
 
 
 def eyeball_pose(model: FaceModel, state: AvatarState, eye: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Centre (3,) in image space, rotation (3,3) eyeball-local→image (head and gaze), scale px/unit."""
     head = rotation_matrix(state.head_pose_deg)
-    centre = project(eyeball_centres(model, state.expression)[eye][None, :], state)[0]
+    centre = float(state.scale) * (eyeball_centres(model, state.expression)[eye] @ head.T)
+    centre[:2] += np.asarray(state.translation, dtype=np.float64).reshape(2)
     rotation = head @ gaze_rotation(np.asarray(state.gaze_deg, dtype=np.float64).reshape(2, 2)[eye])
     return centre, rotation, float(state.scale)
 

@@ -65,9 +65,11 @@ class OcularAnalyzer:
         self._margin_expression = [
             [model.expression_basis[:, rings[e][i], :2].astype(np.float64) for i in loops] for e in range(2)
         ]
+        neutral_eyeballs = eyeball_centres(model, np.zeros(0))
         self._neutral_aperture = np.array(
-            [self._eye_geometry(np.ones((2, 2)), np.zeros((2, 2)), eye)[0] for eye in range(2)]
-        )
+            [self._eye_geometry(np.ones((2, 2)), np.zeros((2, 2)), eye, neutral_eyeballs[eye])[0]
+             for eye in range(2)]
+        )  # fmt: skip
         self.reset()
 
     def reset(self) -> None:
@@ -80,16 +82,24 @@ class OcularAnalyzer:
 
     # -- geometry -------------------------------------------------------------------------------
     def _eye_geometry(
-        self, eyelids: np.ndarray, gaze_deg: np.ndarray, eye: int, expression: np.ndarray | None = None
+        self,
+        eyelids: np.ndarray,
+        gaze_deg: np.ndarray,
+        eye: int,
+        eyeball: np.ndarray,
+        expression: np.ndarray | None = None,
     ) -> tuple[float, float]:
-        """(aperture, upper margin above iris centre) in model units, frontal view of model space."""
+        """(aperture, upper margin above iris centre) in model units, frontal view of model space.
+
+        ``eyeball`` is this eye's centre under ``expression`` (face_model.eyeball_centres, computed once
+        per frame for both eyes).
+        """
         model = self.model
         closing = 1.0 - eyelids[eye]
         count = 0 if expression is None else min(len(expression), model.num_expressions)
         yaw, pitch = np.radians(gaze_deg[eye])
         # Iris centre = eyeball centre (riding with its orbit under the expression) + iris_depth * gaze
         # direction (see face_model.eyeball_centres and gaze_rotation).
-        eyeball = eyeball_centres(model, np.zeros(0) if expression is None else expression)[eye]
         centre_x = eyeball[0] + model.iris_depth * math.sin(yaw) * math.cos(pitch)
         centre_y = eyeball[1] - model.iris_depth * math.sin(pitch)
         heights = []
@@ -118,7 +128,8 @@ class OcularAnalyzer:
         lids = np.asarray(state.eyelids, np.float64).reshape(2, 2)
         gaze = np.asarray(state.gaze_deg, np.float64).reshape(2, 2)
         expression = np.asarray(state.expression, np.float64).reshape(-1)
-        geometry = [self._eye_geometry(lids, gaze, eye, expression) for eye in range(2)]
+        eyeballs = eyeball_centres(self.model, expression)
+        geometry = [self._eye_geometry(lids, gaze, eye, eyeballs[eye], expression) for eye in range(2)]
         aperture = np.array([max(g[0], 0.0) for g in geometry])
         ratio = aperture / self._neutral_aperture
         blink = self._blink_step(t, ratio)

@@ -226,8 +226,9 @@ def test_patient_to_clinician_through_relay(camera_clip):
                 sending = await patient.evaluate(OUTBOUND_VIDEO_JS)
                 receiving = await clinician.evaluate(INBOUND_VIDEO_JS)
                 last_message = await clinician.evaluate("dmask.lastMessage")
-                await patient.screenshot(path=str(SCREENSHOT_DIR / "dmask_e2e_patient.png"))
-                await clinician.screenshot(path=str(SCREENSHOT_DIR / "dmask_e2e_clinician.png"))
+                # kept in memory: written to disk only once the privacy checks below have passed
+                screenshots = {"patient": await patient.screenshot()}
+                screenshots["clinician"] = await clinician.screenshot()
                 await patient_ctx.close()
                 await clinician_ctx.close()
         finally:
@@ -260,6 +261,8 @@ def test_patient_to_clinician_through_relay(camera_clip):
         corners = np.concatenate([shown[:4, :4].reshape(-1, 3), shown[-4:, -4:].reshape(-1, 3)])
         assert np.abs(corners.mean(axis=0) - NEUTRAL_RGB).max() < 20  # the avatar's neutral background
         assert np.abs(_grab_to_array(self_view) - shown).mean() < 40  # the self-view is the masked stream
+        for page_name, png in screenshots.items():
+            (SCREENSHOT_DIR / f"dmask_e2e_{page_name}.png").write_bytes(png)
         if masker_name.startswith("pipeline") and last_message["metrics"]["tracked"]:
             # the avatar, not a near-blank grey frame (a viewer of the shared encoder that never
             # got a key frame showed one while the patient's self-view had the avatar)

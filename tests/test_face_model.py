@@ -11,6 +11,7 @@ from dmask_live.face_model import (
     DEFAULT_MODEL_PATH,
     EYE_RING_INDICES,
     MOUTH_RING_INDICES,
+    NUM_EYE_REGION_EXPRESSIONS,
     euler_from_rotation,
     eyeball_pose,
     landmarks_from_state,
@@ -153,7 +154,7 @@ def test_eyeballs_ride_with_their_orbits(model):
     assert centres[:, :2] - model.eyeball_centers[:, :2] == pytest.approx(np.array(orbit_shift), abs=1e-6)
     assert centres[:, 2] == pytest.approx(model.eyeball_centers[:, 2])
     eye_region = np.zeros(model.num_expressions)
-    eye_region[-4:] = 1.0
+    eye_region[-NUM_EYE_REGION_EXPRESSIONS:] = 1.0
     assert eyeball_centres(model, eye_region) == pytest.approx(model.eyeball_centers)
     # The synthetic landmarks (and the renderer, through eyeball_pose) put the iris there too.
     state = _state(expression=expression)  # straight gaze, frontal: the iris centre is over the eyeball's

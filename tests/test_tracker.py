@@ -7,9 +7,22 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dmask_live.face_model import EYE_RING_INDICES, landmarks_from_state, load_face_model
+from dmask_live.face_model import (
+    EYE_RING_INDICES,
+    IRIS_POINT_ROWS,
+    NUM_EYE_REGION_EXPRESSIONS,
+    canonical_iris_order,
+    landmarks_from_state,
+    load_face_model,
+)
 from dmask_live.ocular import OcularAnalyzer
-from dmask_live.tracker import EYE_ORBIT_INDICES, EYEBALL_SHIFT_MAX_CM, FaceTracker, _similarity_modes
+from dmask_live.tracker import (
+    EYE_ORBIT_INDICES,
+    EYEBALL_SHIFT_MAX_CM,
+    FaceTracker,
+    _similarity_modes,
+    _targets,
+)
 from dmask_live.types import AvatarState, FaceLandmarks
 
 MODEL = load_face_model()
@@ -20,6 +33,27 @@ def _landmarks(state: AvatarState, model=MODEL, size=(640, 480)) -> FaceLandmark
     points, contours, iris = landmarks_from_state(model, state)
     return FaceLandmarks(points=points, eye_contours=contours, iris=iris, confidence=1.0, roi=(0, 0, 0, 0),
                          image_size=size)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def landmarkers():
+    """``landmarkers(model)``: a FaceLandmarker per model name (None: the default one), built once per
+    module and reset on each call (its next frame starts with the detector, as a new one's would);
+    the test is skipped where the models are not built."""
+    from dmask_live.landmarks import FaceLandmarker
+
+    built = {}
+
+    def get(model: str | None = None) -> FaceLandmarker:
+        if model not in built:
+            try:
+                built[model] = FaceLandmarker(model=model)
+            except Exception as error:  # noqa: BLE001 - models not built on this machine
+                pytest.skip(f"FaceLandmarker unavailable: {error}")
+        built[model].reset()
+        return built[model]
+
+    return get
 
 
 def _state(pose=(0.0, 0.0, 0.0), expression=None, lids=None, gaze=None, scale=20.0, translation=(320, 240)):
@@ -322,6 +356,30 @@ def test_bad_shapes_raise():
         FaceTracker().update(dataclasses.replace(good, eye_contours=np.zeros((2, 16, 3))), 0.0)
 
 
+@pytest.mark.parametrize("roll", [-40.0, 0.0, 25.0])
+def test_iris_boundary_order_is_canonical(roll):
+    """Whatever order a landmark source lists each iris boundary in, the tracker fits it as +x, -y, -x, +y
+    in the face's own axes, the rule of face_model.canonical_iris_order (head rolled too)."""
+    rng = np.random.default_rng(int(roll) + 100)
+    truth = _state(pose=(10.0, -5.0, roll), gaze=[[10.0, 5.0], [-8.0, 3.0]])
+    good = _landmarks(truth)
+    assert np.array_equal(canonical_iris_order(good.points, good.iris), good.iris)  # already canonical
+    reference = FaceTracker(smoothing=False).update(good, 0.0)
+    for _ in range(4):
+        shuffled = good.iris.copy()
+        for eye in range(2):
+            shuffled[eye, 1:] = good.iris[eye, 1 + rng.permutation(4)]
+        points = good.points.copy()
+        points[IRIS_POINT_ROWS] = shuffled
+        landmarks = dataclasses.replace(good, points=points, iris=shuffled)
+        _, iris_targets = _targets(landmarks)
+        expected = canonical_iris_order(landmarks.points, shuffled)[:, :, :2].astype(np.float64)
+        assert np.array_equal(iris_targets, expected)
+        assert np.array_equal(iris_targets, good.iris[:, :, :2].astype(np.float64))
+        out = FaceTracker(smoothing=False).update(landmarks, 0.0)
+        assert np.array_equal(out.gaze_deg, reference.gaze_deg)
+
+
 def test_smoothing_follows_saccades_and_blinks():
     tracker = FaceTracker()
     for frame in range(60):
@@ -363,14 +421,9 @@ def test_smoothing_reduces_jitter():
     assert np.std(yaws["smooth"][30:]) < 0.8 * np.std(yaws["raw"][30:])
 
 
-def test_real_clip_residual(shared_data):
+def test_real_clip_residual(shared_data, landmarkers):
     cv2 = pytest.importorskip("cv2")
-    from dmask_live.landmarks import FaceLandmarker
-
-    try:
-        landmarker = FaceLandmarker()
-    except Exception as error:  # noqa: BLE001 - models not built on this machine
-        pytest.skip(f"FaceLandmarker unavailable: {error}")
+    landmarker = landmarkers()
     capture = cv2.VideoCapture(str(shared_data / "videos" / "d0.mp4"))
     tracker = FaceTracker()
     residuals = []
@@ -387,17 +440,13 @@ def test_real_clip_residual(shared_data):
     assert np.mean(residuals) <= 0.015
 
 
-def _real_person(shared_data, clip: str):
+def _real_person(shared_data, landmarkers, clip: str):
     """The canonical model with a real person's neutral shape (median of a clip's first frames)."""
     cv2 = pytest.importorskip("cv2")
     from dmask_live import face_model_build as build
-    from dmask_live.landmarks import FaceLandmarker
     from dmask_live.tracker import _PrivateShape
 
-    try:
-        landmarker = FaceLandmarker()
-    except Exception as error:  # noqa: BLE001 - models not built on this machine
-        pytest.skip(f"FaceLandmarker unavailable: {error}")
+    landmarker = landmarkers()
     capture = cv2.VideoCapture(str(shared_data / "videos" / f"{clip}.mp4"))
     shapes = []
     while len(shapes) < 30:
@@ -420,8 +469,8 @@ def _real_person(shared_data, clip: str):
     )
 
 
-def test_same_state_for_two_real_face_shapes(shared_data):
-    people = [_real_person(shared_data, "d0"), _real_person(shared_data, "d13")]
+def test_same_state_for_two_real_face_shapes(shared_data, landmarkers):
+    people = [_real_person(shared_data, landmarkers, "d0"), _real_person(shared_data, landmarkers, "d13")]
     assert np.abs(people[0].vertices - people[1].vertices).max() > 0.15  # different faces (cm)
     trackers = [FaceTracker(), FaceTracker()]
     diffs = []
@@ -448,7 +497,8 @@ def test_expression_moving_the_orbits_is_not_gaze():
     follow = eyeball_expression_basis(MODEL)
     component = int(np.argmax(np.abs(follow[:, :, :2]).max(axis=(1, 2))))  # the one moving an orbit most
     assert np.abs(follow[component]).max() > 0.03  # cm per unit: ~2° of gaze if ignored
-    assert not follow[K - 4 :].any()  # eye-region components (lid and brow shape) leave the eyeballs
+    # The eye-region components (lid and brow shape) leave the eyeballs.
+    assert not follow[K - NUM_EYE_REGION_EXPRESSIONS :].any()
     tracker, analyzer = FaceTracker(), OcularAnalyzer()
     person = _synthetic_person(2)
     for frame in range(120):
@@ -479,16 +529,11 @@ def _clip_deviations(landmarker, path, frames: int) -> np.ndarray:
     return np.array(out)
 
 
-def test_real_clip_eyes_aligned(shared_data):
+def test_real_clip_eyes_aligned(shared_data, landmarkers):
     """A person without strabismus reads aligned over the first 3 s (d9; benchmarks/results/tracker.md has
     every clip: on some the landmarks put both irises ~10° off the person's canthi and orbits, which no
     landmark anatomy separates from a squint present from the first frame)."""
-    from dmask_live.landmarks import FaceLandmarker
-
-    try:
-        landmarker = FaceLandmarker(model="mesh_iris")
-    except Exception as error:  # noqa: BLE001 - models not built on this machine
-        pytest.skip(f"FaceLandmarker unavailable: {error}")
+    landmarker = landmarkers("mesh_iris")
     deviations = _clip_deviations(landmarker, shared_data / "videos" / "d9.mp4", 90)
     open_frames = deviations[np.isfinite(deviations).all(axis=1)]
     assert len(open_frames) >= 60
@@ -497,15 +542,10 @@ def test_real_clip_eyes_aligned(shared_data):
     assert abs(vertical) <= 3.0
 
 
-def test_real_clip_expressions_do_not_turn_the_eyes(shared_data):
+def test_real_clip_expressions_do_not_turn_the_eyes(shared_data, landmarkers):
     """d6 (wide eyes, expressions): eyeballs left in place read her expressions as a vertical squint
     (median -9°, IQR 11° over 10 s); riding with their orbits, -5° and 6°."""
-    from dmask_live.landmarks import FaceLandmarker
-
-    try:
-        landmarker = FaceLandmarker(model="mesh_iris")
-    except Exception as error:  # noqa: BLE001 - models not built on this machine
-        pytest.skip(f"FaceLandmarker unavailable: {error}")
+    landmarker = landmarkers("mesh_iris")
     vertical = _clip_deviations(landmarker, shared_data / "videos" / "d6.mp4", 300)[:, 1]
     vertical = vertical[np.isfinite(vertical)]
     assert len(vertical) >= 200
@@ -514,13 +554,8 @@ def test_real_clip_expressions_do_not_turn_the_eyes(shared_data):
     assert high - low <= 8.0
 
 
-def test_real_photo_eyes_aligned(astronaut):
-    from dmask_live.landmarks import FaceLandmarker
-
-    try:
-        landmarker = FaceLandmarker(model="mesh_iris")
-    except Exception as error:  # noqa: BLE001 - models not built on this machine
-        pytest.skip(f"FaceLandmarker unavailable: {error}")
+def test_real_photo_eyes_aligned(astronaut, landmarkers):
+    landmarker = landmarkers("mesh_iris")
     metrics = OcularAnalyzer().update(FaceTracker().update(landmarker.process(astronaut), 0.0))
     assert abs(metrics.horizontal_deviation_deg) <= 6.0
     assert abs(metrics.vertical_deviation_deg) <= 3.0

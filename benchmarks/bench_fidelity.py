@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine_info  # noqa: E402
 from bench_renderer import machine  # noqa: E402
 
 from dmask_live import face_model as fm  # noqa: E402
@@ -606,7 +606,7 @@ def main() -> int:
     parser.add_argument("--no-clips", action="store_true")
     args = parser.parse_args()
     start = time.perf_counter()
-    load_start = [round(v, 2) for v in os.getloadavg()]
+    load_start = machine_info.load_average()
     tracking = Tracking()
     rendered = rendered_gaze_check()
     print(f"rendered iris check: {rendered}", file=sys.stderr)

@@ -66,10 +66,11 @@ print(time.perf_counter() - t0)
 """
 
 
-def machine() -> dict:
+def machine() -> tuple[dict, list[float] | None]:
+    """The machine, and its load average now (the result records it beside the machine, not inside)."""
     info = describe_machine(("numpy", "numba", "scipy", "opencv-python-headless", "onnxruntime"))
-    info.pop("load_average")  # the run records its own
-    return {**info, "threads": 1}
+    load_average = info.pop("load_average")
+    return {**info, "threads": 1}, load_average
 
 
 LANDMARK_STAGE = ("dmask_live/landmarks.py", "dmask_live/attention_mesh.py", "dmask_live/face_detector.py",
@@ -404,10 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     anchor = anchor_solvepnp(model, first_frames, 200)
     starts = process_start_times()
     median = float(np.median(times))
+    machine_now, load_average = machine()
     result = {
         "command": "python benchmarks/bench_tracker.py" + (" --no-holdout" if args.no_holdout else ""),
-        "machine": machine(),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "machine": machine_now,
+        "load_average": load_average,
         "code": code_state(),
         "model_version": model.version,
         "num_expressions": model.num_expressions,

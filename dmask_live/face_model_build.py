@@ -468,12 +468,15 @@ def build_from_landmarks(clips: dict[str, np.ndarray], people: dict[str, list]) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here, as FaceLandmarker is above: importing this module loads no cv2.
+    from dmask_live.landmarks import MODELS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="shared data folder (videos/, faces/)")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH)
     parser.add_argument(
         "--landmark-model",
-        choices=("attention", "mesh_iris"),
+        choices=MODELS,
         default=ASSET_LANDMARK_MODEL,
         help="landmark model whose points the face model is fitted to (default: %(default)s, the asset's)",
     )

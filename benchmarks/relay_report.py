@@ -26,7 +26,7 @@ def write_report(report: dict) -> None:
         "# Relay benchmark (patient → server → clinician, Python aiortc on loopback)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}, aiortc {m['aiortc']}, "
-        f"PyAV {m['av']}, numpy {m['numpy']}. Shared machine: other jobs ran at the same time.",
+        f"PyAV {m['av']}, numpy {m['numpy']}. Load averages of each run are in the tables.",
         "",
         f"Command: `{report['command']}`. Source: 640x480 @ {FPS} fps VP8 from {report['clip']}; "
         f"masker: {report['masker_label']}. First {WARMUP_S:.0f} s of each run discarded. Latency = "

@@ -3,7 +3,10 @@
     python benchmarks/bench_landmarks.py [--frames-per-clip 75] [--rounds 2] [--model both]
 
 Both landmark models by default (``FaceLandmarker(model="mesh_iris")``, the default, and
-``model="attention"``), each against the same MediaPipe runs.
+``model="attention"``), each against the same MediaPipe runs. The mesh_iris model runs on the
+default inference backend (:func:`dmask_live.inference.open_network`: OpenVINO in bfloat16 on
+CPUs with native bfloat16, else onnxruntime) and, when that is not onnxruntime, also on
+onnxruntime in float32, the reference the conversion tests check against MediaPipe's TFLite.
 
 MediaPipe 0.10.21 runs in its own venv (``benchmarks/.mpvenv``, created on first use; set
 ``DMASK_MP_VENV=/path/to/venv`` to reuse one) in a subprocess, never imported here. Frames go
@@ -142,7 +145,7 @@ def run_ours(landmarker, clips: dict[str, np.ndarray], stages: list | None = Non
 
 
 def network_anchor(landmarker, python: Path, repeats: int = 60) -> dict:
-    """ms per call of the bare networks of our stage: onnxruntime, and LiteRT where it can run them.
+    """ms per call of the bare networks of our stage ("ours", on its backend), and LiteRT where it can.
 
     Shows how much of the gap to MediaPipe is the runtime rather than the pipeline around it. The
     attention mesh uses MediaPipe's custom ops, which LiteRT alone cannot run: onnxruntime only.
@@ -172,7 +175,7 @@ def network_anchor(landmarker, python: Path, repeats: int = 60) -> dict:
     for label, (onnx_model, folder, shapes) in networks.items():
         shapes = shapes if isinstance(shapes, list) else [shapes]
         inputs = [rng.random(shape, dtype=np.float32) for shape in shapes]
-        calls = {"onnxruntime": lambda model=onnx_model, inputs=inputs: model(*inputs)}
+        calls = {"ours": lambda model=onnx_model, inputs=inputs: model(*inputs)}
         if Interpreter is not None and folder is not None:
             tflite = modules / folder / f"{label.split()[0]}.tflite"
             calls["litert"] = _litert_call(Interpreter, tflite, inputs[0])
@@ -298,11 +301,11 @@ def _p95(values) -> float | None:
 
 
 def machine() -> dict:
-    info = describe_machine(("numpy", "onnxruntime", "opencv-python-headless"))
+    info = describe_machine(("numpy", "onnxruntime", "openvino", "opencv-python-headless"))
     versions = info.pop("versions")
     info.pop("load_average")  # the run records its own, before and after
     return {**info, "numpy": versions["numpy"], "onnxruntime": versions["onnxruntime"],
-            "opencv": cv2.__version__}
+            "openvino": versions["openvino"], "opencv": cv2.__version__}
 
 
 # ---------------------------------------------------------------- main
@@ -330,15 +333,19 @@ def main(argv: list[str] | None = None) -> int:
 
     python = mediapipe_python()
     clips = read_clips(shared / "videos", args.frames_per_clip)
-    names = ("mesh_iris", "attention") if args.model == "both" else (args.model,)
-    landmarkers = {name: FaceLandmarker(threads=1, model=name) for name in names}
+    landmarkers = configurations(FaceLandmarker, args.model)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="dmask-bench-") as tmp:
         workdir = Path(tmp)
         mp_mesh, _, mp_version = run_mediapipe(python, clips, refine=False, workdir=workdir)
         mp_iris, _, _ = run_mediapipe(python, clips, refine=True, workdir=workdir)
         per_model = {
-            name: {"accuracy": accuracy(run_ours(lm, clips)[0], mp_mesh, mp_iris, name), "speed": {}}
+            name: {
+                "model": lm.model,
+                "backend": lm.backend,
+                "accuracy": accuracy(run_ours(lm, clips)[0], mp_mesh, mp_iris, lm.model),
+                "speed": {},
+            }
             for name, lm in landmarkers.items()
         }
         for size_name, (width, height) in SPEED_SIZES.items():
@@ -379,6 +386,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def configurations(FaceLandmarker, model: str) -> dict:
+    """label -> FaceLandmarker: each model on the default backend, and mesh_iris also on float32
+    onnxruntime when the default is another backend (the reference the conversion tests check)."""
+    names = ("mesh_iris", "attention") if model == "both" else (model,)
+    landmarkers = {name: FaceLandmarker(threads=1, model=name) for name in names}
+    mesh_iris = landmarkers.get("mesh_iris")
+    if mesh_iris is not None and mesh_iris.backend != "onnxruntime":
+        reference = FaceLandmarker(threads=1, model="mesh_iris", backend="onnxruntime")
+        landmarkers["mesh_iris (onnxruntime)"] = reference
+    return landmarkers
+
+
 def _speed(ours_ms: list[float], stages: list[dict], mp_ms: list[float]) -> dict:
     return {
         "ours_stage_median_ms": {
@@ -409,7 +428,8 @@ def render_markdown(r: dict) -> str:
         f"Run {r['date_utc']} UTC with `{r['command'].strip()}`.",
         "",
         f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['os']}; Python {m['python']}, "
-        f"numpy {m['numpy']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}, "
+        f"numpy {m['numpy']}, onnxruntime {m['onnxruntime']}, OpenVINO {m.get('openvino')}, "
+        f"OpenCV {m['opencv']}, "
         f"MediaPipe {m['mediapipe']} (reference, separate venv). Both sides pinned to CPU {m['pinned_cpu']}; "
         f"load average before/after: {r['load_average_before_after']}.",
         "",
@@ -418,15 +438,21 @@ def render_markdown(r: dict) -> str:
         f"{GOALS['speed_ratio']} (median ms per frame, one core). `FaceLandmarker`'s default model: "
         f"`{r['default_model']}`.",
         "",
-        "| model | mesh median | iris median | " + " | ".join(f"ratio {size}" for size in SPEED_SIZES) + " |",
-        "| --- | --- | --- | " + " | ".join("---" for _ in SPEED_SIZES) + " |",
+        "| configuration | inference backend | mesh median | iris median | "
+        + " | ".join(f"ratio {size}" for size in SPEED_SIZES) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in SPEED_SIZES) + " |",
     ]
     for name, result in r["models"].items():
         o = result["accuracy"]["overall"]
         ratios = " | ".join(f"**{result['speed'][size]['ratio_median']:.2f}**" for size in SPEED_SIZES)
-        lines.append(f"| `{name}` | {_pct(o['mesh_median_iod'])} | {_pct(o['iris_median_iod'])} | {ratios} |")
+        lines.append(
+            f"| `{name}` | {result.get('backend', 'onnxruntime')} | {_pct(o['mesh_median_iod'])} "
+            f"| {_pct(o['iris_median_iod'])} | {ratios} |"
+        )
     for name, result in r["models"].items():
-        lines += ["", f"## Model `{name}`: {MODEL_TEXT.get(name, name)}", ""]
+        model = result.get("model", name)
+        backend = result.get("backend", "onnxruntime")
+        lines += ["", f"## `{name}`: {MODEL_TEXT.get(model, model)}, on {backend}", ""]
         lines += _accuracy_lines(result["accuracy"], r["clips"])
         lines += _speed_lines(result["speed"])
         lines += _network_lines(result.get("networks_ms") or {})
@@ -473,7 +499,7 @@ def _speed_lines(speed: dict) -> list[str]:
         "",
         "### Speed (ms per frame, whole landmark stage, one core)",
         "",
-        "Ours: `FaceLandmarker(threads=1, model=...)`, detector when needed. MediaPipe: "
+        "Ours: `FaceLandmarker(threads=1, model=..., backend=...)`, detector when needed. MediaPipe: "
         "`FaceMesh(refine_landmarks=True)` in video mode. Same letterboxed clip frames, rounds alternating "
         "between our models and MediaPipe.",
         "",
@@ -507,18 +533,19 @@ def _network_lines(networks: dict) -> list[str]:
         "",
         "### Bare networks, one thread (ms per call, median)",
         "",
-        "Ours converted to ONNX in onnxruntime vs MediaPipe's TFLite files in LiteRT (XNNPACK), "
-        "interleaved calls on random input (LiteRT cannot run the attention mesh's MediaPipe custom ops).",
+        "Ours converted to ONNX, on this configuration's backend, vs MediaPipe's TFLite files in LiteRT "
+        "(XNNPACK, float32), interleaved calls on random input (LiteRT cannot run the attention mesh's "
+        "MediaPipe custom ops).",
         "",
-        "| network | onnxruntime | LiteRT | ratio |",
+        "| network | ours | LiteRT | ratio |",
         "| --- | --- | --- | --- |",
     ]
     for name, t in networks.items():
+        ours = t.get("ours", t.get("onnxruntime"))
         if "litert" in t:
-            ratio = t["onnxruntime"] / t["litert"]
-            lines.append(f"| {name} | {t['onnxruntime']:.2f} | {t['litert']:.2f} | {ratio:.2f} |")
+            lines.append(f"| {name} | {ours:.2f} | {t['litert']:.2f} | {ours / t['litert']:.2f} |")
         else:
-            lines.append(f"| {name} | {t['onnxruntime']:.2f} | n/a | |")
+            lines.append(f"| {name} | {ours:.2f} | n/a | |")
     return lines
 
 

@@ -119,8 +119,9 @@ ASSET_LANDMARK_MODEL = "mesh_iris"  # the packaged asset's landmark model
 def _landmarker(model: str = ASSET_LANDMARK_MODEL):
     from dmask_live.landmarks import FaceLandmarker
 
-    # Named explicitly (never the environment's choice) so a rebuild stays byte-identical.
-    return FaceLandmarker(model=model)
+    # Model and backend named explicitly (never the environment's or the CPU's choice) so a
+    # rebuild stays byte-identical: float32 onnxruntime, the reference the conversion tests check.
+    return FaceLandmarker(model=model, backend="onnxruntime")
 
 
 def _detect(landmarker, rgb: np.ndarray) -> np.ndarray | None:

@@ -121,7 +121,9 @@ def default_model() -> str:
 class FaceLandmarker:
     """Detects and tracks one face (the largest) and returns its 478 landmarks per frame.
 
-    Not thread-safe: one instance per video stream. ``detector_calls`` counts detector runs,
+    Not thread-safe: one instance per video stream. ``backend`` names what runs the mesh and
+    iris networks (:func:`dmask_live.inference.open_network`; the attention model always runs on
+    onnxruntime). ``detector_calls`` counts detector runs,
     ``last_timings_ms`` holds the last frame's per-stage milliseconds (detector, mesh, iris — the
     eye/iris refinement, whichever model does it — and total).
     """
@@ -134,6 +136,7 @@ class FaceLandmarker:
         min_detection_confidence: float = 0.5,
         min_presence: float = 0.5,
         model: str | None = None,
+        backend: str | None = None,
     ):
         if not 0.0 <= min_presence <= 1.0:
             raise ValueError(f"min_presence must be in [0, 1], got {min_presence}")
@@ -141,7 +144,7 @@ class FaceLandmarker:
         if model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
         self.model = model
-        self._load_models(model_dir, threads, providers, min_detection_confidence)
+        self._load_models(model_dir, threads, providers, min_detection_confidence, backend)
         self.min_presence = float(min_presence)
         self._roi: roi_ops.Roi | None = None
         self._frame_shape: tuple[int, ...] = ()
@@ -149,21 +152,28 @@ class FaceLandmarker:
         self.frames = 0
         self.last_timings_ms: dict[str, float] = {}
 
-    def _load_models(self, model_dir, threads, providers, min_detection_confidence) -> None:
-        from dmask_live.inference import OnnxModel
+    def _load_models(self, model_dir, threads, providers, min_detection_confidence, backend) -> None:
+        from dmask_live.inference import open_network
         from dmask_live.models import ATTENTION_PARTS, load_model_paths
 
         paths = load_model_paths(model_dir)
-        detector = OnnxModel(paths["face_detection_short_range"], threads=threads, providers=providers)
+
+        def network(name: str):
+            return open_network(paths[name], threads=threads, providers=providers, backend=backend)
+
+        detector = network("face_detection_short_range")
         self._detector = FaceDetector(detector, min_confidence=min_detection_confidence)
         if self.model == "attention":
             from dmask_live.attention_mesh import AttentionMesh
 
+            # onnxruntime only: the attention stage reads its heads' layout from the session.
             self._attention = AttentionMesh(*(paths[p] for p in ATTENTION_PARTS), threads, providers)
             self._refinements = _refinement_targets(self._attention)
+            self.backend = self._attention.backbone.backend
         else:
-            self._mesh = OnnxModel(paths["face_landmark"], threads=threads, providers=providers)
-            self._iris = OnnxModel(paths["iris_landmark"], threads=threads, providers=providers)
+            self._mesh = network("face_landmark")
+            self._iris = network("iris_landmark")
+            self.backend = self._mesh.backend
 
     def reset(self) -> None:
         """Forget the tracked face: the next frame starts with the detector."""

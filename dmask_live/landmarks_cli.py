@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dmask_live.inference import BACKENDS
 from dmask_live.landmarks import DEFAULT_MODEL, MODELS
 from dmask_live.types import FaceLandmarks
 
@@ -33,7 +34,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model-dir", default=None, help="folder with the ONNX models")
     parser.add_argument(
-        "--threads", type=int, default=1, help="onnxruntime threads per network (default: %(default)s)"
+        "--threads", type=int, default=1, help="inference threads per network (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", *BACKENDS),
+        default="auto",
+        help="inference backend (auto: $DMASK_INFERENCE, else OpenVINO on CPUs with native bfloat16, "
+        "else onnxruntime)",
     )
     parser.add_argument(
         "--model",
@@ -87,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         image = load_image(args.image)
-        landmarker = FaceLandmarker(model_dir=args.model_dir, threads=args.threads, model=args.model)
+        backend = None if args.backend == "auto" else args.backend
+        landmarker = FaceLandmarker(
+            model_dir=args.model_dir, threads=args.threads, model=args.model, backend=backend
+        )
     except (ValueError, ModelError) as error:
         print(f"dmask-live landmarks: {error}")
         return 2

@@ -19,7 +19,6 @@ benchmarks/results/backends.json and backends.md; skips without ../shared/data/v
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,7 +29,6 @@ import machine_info
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 REFERENCE = "onnxruntime"
 WARM_UP_FRAMES = 15  # the tracker's first frames settle its fit; not scored (as bench_fidelity)
 
@@ -147,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render_markdown(result)
     print(markdown)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "backends.json").write_text(json.dumps(result, indent=2) + "\n")
-        (RESULTS / "backends.md").write_text(markdown)
+        machine_info.write_results("backends", result, markdown)
     return 0
 
 

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine_info
 import numpy as np
 import onnxruntime as ort
 from machine_info import describe_machine
@@ -28,11 +29,9 @@ from machine_info import describe_machine
 from dmask_live import models
 from dmask_live.convert import CONVERTER_VERSION
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
 
 def machine() -> dict:
-    info = describe_machine(("numpy", "onnxruntime", "onnx", "ai-edge-litert", "tflite"))
+    info = describe_machine(("numpy", "onnxruntime", "onnx", "openvino", "ai-edge-litert", "tflite"))
     libraries, load = info.pop("versions"), info.pop("load_average")
     return {**info, "libraries": libraries, "load_average_at_start": load}
 
@@ -73,6 +72,18 @@ def onnx_runner(session: ort.InferenceSession, nchw: np.ndarray):
     return run
 
 
+def openvino_runner(path: Path, nchw: np.ndarray):
+    """The default backend on CPUs with native bfloat16 (dmask_live.inference.OpenVinoModel)."""
+    from dmask_live.inference import OpenVinoModel, cpu_has_bf16
+
+    model = OpenVinoModel(path, threads=1, precision="bf16" if cpu_has_bf16() else "f32")
+
+    def run() -> None:
+        model(nchw)
+
+    return run
+
+
 def measure(runners: dict, repeats: int, warmup: int = 30) -> dict:
     """Interleaved timing of several callables; per-call ms statistics for each."""
     for _ in range(warmup):
@@ -107,24 +118,34 @@ def bench_model(name: str, tflite: bytes, onnx_path: Path, repeats: int) -> dict
     rng = np.random.default_rng(0)
     session = onnx_session(onnx_path)
     nhwc, nchw = inputs_for(name, 1, rng)
-    runners = {"tflite": tflite_runner(tflite, nhwc), "onnx": onnx_runner(session, nchw)}
+    runners = {
+        "tflite": tflite_runner(tflite, nhwc),
+        "onnx": onnx_runner(session, nchw),
+        "openvino": openvino_runner(onnx_path, nchw),
+    }
     if name == "iris_landmark":  # both eyes: one batch-2 call vs two batch-1 calls
         nhwc2, nchw2 = inputs_for(name, 2, rng)
         onnx_single = runners["onnx"]
         tflite_single = runners["tflite"]
         runners = {
-            "tflite": tflite_single,
-            "onnx": onnx_single,
+            **runners,
             "tflite_2x_batch1": lambda: (tflite_single(), tflite_single()),
             "onnx_2x_batch1": lambda: (onnx_single(), onnx_single()),
             "onnx_batch2": onnx_runner(session, nchw2),
+            "openvino_batch2": openvino_runner(onnx_path, nchw2),
         }
         del nhwc2
     result = measure(runners, repeats)
     result["onnx_over_tflite_median"] = round(result["onnx"]["median_ms"] / result["tflite"]["median_ms"], 3)
+    result["openvino_over_tflite_median"] = round(
+        result["openvino"]["median_ms"] / result["tflite"]["median_ms"], 3
+    )
     if name == "iris_landmark":
         result["onnx_batch2_over_tflite_2x_batch1_median"] = round(
             result["onnx_batch2"]["median_ms"] / result["tflite_2x_batch1"]["median_ms"], 3
+        )
+        result["openvino_batch2_over_tflite_2x_batch1_median"] = round(
+            result["openvino_batch2"]["median_ms"] / result["tflite_2x_batch1"]["median_ms"], 3
         )
         result["onnx_batch2_over_onnx_2x_batch1_median"] = round(  # what batching both eyes gains
             result["onnx_batch2"]["median_ms"] / result["onnx_2x_batch1"]["median_ms"], 3
@@ -150,14 +171,16 @@ def markdown(report: dict) -> str:
     info = report["machine"]
     libs = ", ".join(f"{k} {v}" for k, v in info["libraries"].items())
     lines = [
-        "# Landmark network inference: ONNX (onnxruntime) vs TFLite (ai-edge-litert)",
+        "# Landmark network inference: ONNX (onnxruntime, OpenVINO) vs TFLite (ai-edge-litert)",
         "",
         f"Machine: {info['cpu']}, {info['logical_cores']} logical cores, {info['os']}, "
         f"Python {info['python']}.",
         f"Libraries: {libs}. Load average at start: {info['load_average_at_start']}.",
         f"ONNX files: dmask-live converter {report['converter_version']}.",
         "",
-        "One thread each (onnxruntime ORT_ENABLE_ALL, intra_op 1; TFLite num_threads=1, XNNPACK), "
+        "One thread each (onnxruntime ORT_ENABLE_ALL, intra_op 1, float32; OpenVINO, the same ONNX files, "
+        "in bfloat16 where the CPU has it natively, the landmark stage's default there; "
+        "TFLite num_threads=1, XNNPACK, float32), "
         f"interleaved calls, {report['repeats']} repeats after warm-up. Times in ms per call.",
         "",
         "| model | case | median | p95 | min |",
@@ -168,12 +191,15 @@ def markdown(report: dict) -> str:
             if isinstance(stats, dict):
                 cells = [f"{stats[k]:.3f}" for k in ("median_ms", "p95_ms", "min_ms")]
                 lines.append(f"| {name} | {case} | {' | '.join(cells)} |")
-    lines += ["", "Ratios (median, lower is better for ONNX):", ""]
+    lines += ["", "Ratios (median, lower is better for ours):", ""]
     for name, result in report["models"].items():
         lines.append(f"- {name}: ONNX / TFLite = {result['onnx_over_tflite_median']}")
+        lines.append(f"- {name}: OpenVINO / TFLite = {result['openvino_over_tflite_median']}")
         if "onnx_batch2_over_tflite_2x_batch1_median" in result:
             ratio = result["onnx_batch2_over_tflite_2x_batch1_median"]
             lines.append(f"- {name}: ONNX batch 2 / TFLite 2 x batch 1 = {ratio}")
+            ratio = result["openvino_batch2_over_tflite_2x_batch1_median"]
+            lines.append(f"- {name}: OpenVINO batch 2 / TFLite 2 x batch 1 = {ratio}")
             gain = result["onnx_batch2_over_onnx_2x_batch1_median"]
             lines.append(f"- {name}: ONNX batch 2 / ONNX 2 x batch 1 = {gain} (the gain of batching)")
     if report.get("attention_onnx_only"):
@@ -210,9 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(report)
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "inference.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "inference.md").write_text(text)
+        machine_info.write_results("inference", report, text)
     return 0
 
 

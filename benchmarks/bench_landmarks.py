@@ -43,11 +43,11 @@ import time
 from pathlib import Path
 
 import cv2
+import machine_info
 import numpy as np
 from machine_info import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 MP_VERSION = "0.10.21"
 SPEED_SIZES = {"512x512": (512, 512), "1280x720": (1280, 720)}  # name -> (width, height)
 GOALS = {"mesh_median_iod": 0.015, "iris_median_iod": 0.03, "speed_ratio": 1.0}
@@ -380,9 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render_markdown(results)
     print(markdown)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "landmarks.json").write_text(json.dumps(results, indent=2) + "\n")
-        (RESULTS / "landmarks.md").write_text(markdown)
+        machine_info.write_results("landmarks", results, markdown)
     return 0
 
 

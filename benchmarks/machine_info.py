@@ -7,6 +7,7 @@ Benchmarks run as scripts (``python benchmarks/bench_x.py``), so this module is 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -72,3 +73,13 @@ def code_state(paths: Iterable[str]) -> dict:
     digests = {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:12] if (root / name).is_file()
                else None for name in changed}
     return {"commit": git("rev-parse", "--short", "HEAD").strip() or None, "uncommitted": digests}
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_results(topic: str, result: dict, markdown: str) -> None:
+    """benchmarks/results/<topic>.json and <topic>.md, the committed form of every benchmark."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{topic}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{topic}.md").write_text(markdown)

@@ -78,6 +78,9 @@ class AttentionMesh:
         width, height = sampler_sizes.pop()
         channels = self.heads.session.get_inputs()[0].shape[1]
         self._crop_shape = (len(self.regions), channels, height, width)
+        # Reused every frame (the heads read the crops before refine returns): no per-frame allocation.
+        self._matrices = np.empty((len(self.regions), 4, 4))
+        self._crops = np.empty(self._crop_shape, np.float32)
         self._layout_rows()
         self._warm_up()
 
@@ -142,7 +145,7 @@ class AttentionMesh:
         Rows are the head outputs in :attr:`output_rows` order (region by region, as in the spec).
         """
         features = np.ascontiguousarray(outputs[self._feature][0])  # (H, W, C)
-        matrices, crops = np.empty((len(self.regions), 4, 4)), np.empty(self._crop_shape, np.float32)
+        matrices, crops = self._matrices, self._crops
         attention_kernels.crop_regions(mesh, *self._kernel_args, features, matrices, crops)
         heads = self.heads(*(crops[r : r + 1] for r in range(len(self.regions))))
         points = np.concatenate([heads[i].reshape(-1, 2) for i in self._head_order]).astype(np.float64)

@@ -170,10 +170,12 @@ class FaceLandmarker:
             self._attention = AttentionMesh(*(paths[p] for p in ATTENTION_PARTS), threads, providers)
             self._refinements = _refinement_targets(self._attention)
             self.backend = self._attention.backbone.backend
+            self._run_mesh, self._refine = self._attention.run_backbone, self._with_attention
         else:
             self._mesh = network("face_landmark")
             self._iris = network("iris_landmark")
             self.backend = self._mesh.backend
+            self._run_mesh, self._refine = self._plain_mesh, self._with_iris
 
     def reset(self) -> None:
         """Forget the tracked face: the next frame starts with the detector."""
@@ -203,10 +205,7 @@ class FaceLandmarker:
             self.last_timings_ms = {**timings, "total": (time.perf_counter() - t_start) * 1e3}
             return None
         t0 = time.perf_counter()
-        if self.model == "attention":
-            landmarks = self._with_attention(rgb, result)
-        else:
-            landmarks = self._with_iris(rgb, result)
+        landmarks = self._refine(rgb, result)
         timings["iris"] = (time.perf_counter() - t0) * 1e3
         if landmarks is None:  # refinement went non-finite: nothing to report or track
             self._roi = None
@@ -245,13 +244,7 @@ class FaceLandmarker:
         t0 = time.perf_counter()
         affine = roi_ops.crop_affine(roi, MESH_SIZE)
         tensor = _to_tensor(roi_ops.warp(rgb, affine, MESH_SIZE)[None])
-        backbone: list = []
-        if self.model == "attention":
-            raw, logit, backbone = self._attention.run_backbone(tensor)
-        else:
-            outputs = self._mesh(tensor)
-            raw = np.asarray(outputs[0], np.float32).reshape(NUM_MESH_POINTS, 3)
-            logit = float(np.asarray(outputs[1]).reshape(-1)[0])
+        raw, logit, backbone = self._run_mesh(tensor)
         presence = _sigmoid(logit)
         timings["mesh"] += (time.perf_counter() - t0) * 1e3
         if not presence >= self.min_presence:  # also catches a NaN score
@@ -260,6 +253,12 @@ class FaceLandmarker:
         if not np.isfinite(mesh).all():
             return None
         return _MeshResult(mesh, raw, presence, roi, affine, backbone)
+
+    def _plain_mesh(self, tensor: np.ndarray) -> tuple[np.ndarray, float, list]:
+        """(raw (468, 3) crop points, face-presence logit, no backbone outputs) of the mesh model."""
+        outputs = self._mesh(tensor)
+        raw = np.asarray(outputs[0], np.float32).reshape(NUM_MESH_POINTS, 3)
+        return raw, float(np.asarray(outputs[1]).reshape(-1)[0]), []
 
     def _with_attention(self, rgb: np.ndarray, result: _MeshResult) -> FaceLandmarks | None:
         """MediaPipe's refinement: lips and eye points replaced (x, y), irises from the heads."""

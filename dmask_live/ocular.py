@@ -20,7 +20,7 @@ from collections import deque
 
 import numpy as np
 
-from dmask_live.face_model import FaceModel, eyeball_centres, load_face_model
+from dmask_live.face_model import FaceModel, drawn_eyelids, eyeball_centres, load_face_model
 from dmask_live.types import AvatarState, OcularMetrics
 
 NAN = float("nan")
@@ -125,7 +125,7 @@ class OcularAnalyzer:
             self._closed_since = None
             return OcularMetrics(timestamp=t, tracked=False, blink_count=self.blink_count,
                                  blink_rate_per_min=self._blink_rate(t))  # fmt: skip
-        lids = np.asarray(state.eyelids, np.float64).reshape(2, 2)
+        lids = drawn_eyelids(state.eyelids)  # measured as the avatar shows them: a shut lid meets its pair
         gaze = np.asarray(state.gaze_deg, np.float64).reshape(2, 2)
         expression = np.asarray(state.expression, np.float64).reshape(-1)
         eyeballs = eyeball_centres(self.model, expression)

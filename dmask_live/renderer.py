@@ -354,7 +354,7 @@ class AvatarRenderer:
         self._skin_prog["far_layer"].value = False
         self._skin_vao.render()
         self._draw_head(state, out_scale)
-        closed = np.asarray(state.eyelids, np.float64).reshape(2, 2).max(axis=1) < CLOSED_OPENNESS
+        closed = fm.drawn_eyelids(state.eyelids).max(axis=1) < CLOSED_OPENNESS
         self._draw_fills(verts, backward, closed)
         for eye in (0, 1):
             if not closed[eye]:

@@ -12,6 +12,8 @@ from dmask_live.face_model import (
     EYE_RING_INDICES,
     MOUTH_RING_INDICES,
     NUM_EYE_REGION_EXPRESSIONS,
+    SHUT_UPPER_LID,
+    drawn_eyelids,
     euler_from_rotation,
     eyeball_pose,
     landmarks_from_state,
@@ -108,6 +110,21 @@ def test_lids_close_and_eye_region_not_in_expressions(model):
     assert np.abs(cosine[-4:]).max() < 1e-4
     margins = EYE_RING_INDICES.ravel()
     assert np.abs(model.expression_basis[:-4, margins]).max() < 1e-6
+
+
+@pytest.mark.parametrize("lower", [0.4, 1.0, 2.5])
+def test_a_shut_upper_lid_meets_its_lower_lid(model, lower):
+    # Past the closed line (upper < 0) the eye is shut however low the tracker reads the lower lid:
+    # drawn as the model's shut eye, never with a slit of eyeball between the margins.
+    lids = np.array([[-0.05, lower], [0.5, lower]])
+    drawn = drawn_eyelids(lids)
+    assert drawn[0, 0] == SHUT_UPPER_LID and drawn[0, 1] == min(lower, 1.0)
+    assert np.array_equal(drawn[1], lids[1])  # an open eye is drawn as tracked
+    ring = EYE_RING_INDICES[0]
+    vertices = model_vertices(model, _state(eyelids=lids))
+    upper, lower_margin = vertices[ring[[13, 12, 11]]], vertices[ring[[3, 4, 5]]]  # middle of both margins
+    open_gap = model.vertices[ring[4], 1] - model.vertices[ring[12], 1]
+    assert (lower_margin[:, 1] - upper[:, 1] < 0.05 * open_gap).all()  # no slit between the margins
 
 
 def test_posed_vertices_weak_perspective(model):

@@ -158,3 +158,14 @@ def test_masked_video_tracked_again_gives_the_same_numbers():
     assert measured.vertical_deviation_deg == pytest.approx(3.0, abs=1.0)
     assert measured.lid_aperture == pytest.approx(expected.lid_aperture, abs=0.05)
     assert measured.upper_lid_to_iris_centre == pytest.approx(expected.upper_lid_to_iris_centre, abs=0.06)
+
+
+def test_a_shut_eye_measures_shut_whatever_the_lower_lid_reads():
+    # A blink the tracker reads as the upper lid past the closed line with the lower lid far down
+    # still closes the eye (face_model.drawn_eyelids): aperture 0 and a counted blink.
+    analyzer = OcularAnalyzer()
+    opened, shut = ((1.0, 1.0), (1.0, 1.0)), ((-0.1, 2.5), (-0.1, 2.5))
+    lids = [opened] * 30 + [shut] * 3 + [opened] * 30
+    out = _run(analyzer, [_state(i / FPS, lids=lid) for i, lid in enumerate(lids)])
+    assert out[31].lid_aperture == (0.0, 0.0)
+    assert out[-1].blink_count == 1

@@ -142,10 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary(clips),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    markdown = render_markdown(result)
-    print(markdown)
-    if not args.no_write:
-        machine_info.write_results("backends", result, markdown)
+    machine_info.publish("backends", result, render_markdown(result), write=not args.no_write)
     return 0
 
 

@@ -233,10 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(name, json.dumps(report["models"][name]), flush=True)
     report["attention_onnx_only"] = bench_attention(paths, args.repeats)
     print("attention", json.dumps(report["attention_onnx_only"]), flush=True)
-    text = markdown(report)
-    print(text)
-    if not args.no_write:
-        machine_info.write_results("inference", report, text)
+    machine_info.publish("inference", report, markdown(report), write=not args.no_write)
     return 0
 
 

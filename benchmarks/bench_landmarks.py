@@ -377,10 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             + ["python benchmarks/bench_landmarks.py", *(argv or sys.argv[1:])]
         ),
     }
-    markdown = render_markdown(results)
-    print(markdown)
-    if not args.no_write:
-        machine_info.write_results("landmarks", results, markdown)
+    machine_info.publish("landmarks", results, render_markdown(results), write=not args.no_write)
     return 0
 
 

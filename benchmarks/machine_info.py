@@ -78,8 +78,12 @@ def code_state(paths: Iterable[str]) -> dict:
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def write_results(topic: str, result: dict, markdown: str) -> None:
-    """benchmarks/results/<topic>.json and <topic>.md, the committed form of every benchmark."""
+def publish(topic: str, result: dict, markdown: str, write: bool = True) -> None:
+    """Print the Markdown; with ``write``, also benchmarks/results/<topic>.json and <topic>.md, the
+    committed form of every benchmark."""
+    print(markdown)
+    if not write:
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{topic}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{topic}.md").write_text(markdown)

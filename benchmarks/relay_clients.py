@@ -127,6 +127,19 @@ async def _join(session, base: str, token: str, pc) -> None:
     await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
 
 
+async def _read_frames(track, log: list | None = None) -> None:
+    """Receive ``track`` until it ends; with ``log``, note each frame's (pts, arrival time)."""
+    from aiortc.mediastreams import MediaStreamError
+
+    try:
+        while True:
+            frame = await track.recv()
+            if log is not None:
+                log.append((frame.pts, time.monotonic()))
+    except MediaStreamError:
+        pass
+
+
 def patients_main(base: str, tokens: list[str], consult: int, duration: float, self_view: bool, out,
                   joined) -> None:
     out.put(asyncio.run(_patients(base, tokens, consult, duration, self_view, joined)))
@@ -136,7 +149,7 @@ async def _patients(base, tokens, consult, duration, self_view, joined):
     import aiohttp
     import cv2
     from aiortc import RTCConfiguration, RTCPeerConnection
-    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+    from aiortc.mediastreams import MediaStreamTrack
     from av import VideoFrame
 
     probes = StageProbes().install()
@@ -161,13 +174,6 @@ async def _patients(base, tokens, consult, duration, self_view, joined):
             self._index += 1
             return frame
 
-    async def drain(track):
-        try:
-            while True:
-                await track.recv()
-        except MediaStreamError:
-            pass
-
     pcs, drains = [], []
     async with aiohttp.ClientSession() as session:
         for token, log in zip(tokens, sent, strict=True):
@@ -175,7 +181,7 @@ async def _patients(base, tokens, consult, duration, self_view, joined):
             transceiver = pc.addTransceiver(ClipTrack(log), direction="sendrecv" if self_view else "sendonly")
             await _join(session, base, token, pc)
             if self_view:
-                drains.append(asyncio.ensure_future(drain(transceiver.receiver.track)))
+                drains.append(asyncio.ensure_future(_read_frames(transceiver.receiver.track)))
             pcs.append(pc)
         joined.set()
         await asyncio.sleep(max(0.0, start + duration + 1.5 - time.monotonic()))
@@ -193,20 +199,11 @@ def clinicians_main(base: str, tokens: list[str], duration: float, out) -> None:
 async def _clinicians(base, tokens, duration):
     import aiohttp
     from aiortc import RTCConfiguration, RTCPeerConnection
-    from aiortc.mediastreams import MediaStreamError
 
     from dmask_live.rtp_release import enable_marker_release
 
     probes = StageProbes().install()
     received: list[list[tuple[int, float]]] = [[] for _ in tokens]
-
-    async def read(track, log):
-        try:
-            while True:
-                frame = await track.recv()
-                log.append((frame.pts, time.monotonic()))
-        except MediaStreamError:
-            pass
 
     pcs, readers = [], []
     async with aiohttp.ClientSession() as session:
@@ -215,7 +212,7 @@ async def _clinicians(base, tokens, duration):
             transceiver = pc.addTransceiver("video", direction="recvonly")
             enable_marker_release(transceiver.receiver)  # browsers release complete frames at once
             await _join(session, base, token, pc)
-            readers.append(asyncio.ensure_future(read(transceiver.receiver.track, log)))
+            readers.append(asyncio.ensure_future(_read_frames(transceiver.receiver.track, log)))
             pcs.append(pc)
         await asyncio.sleep(duration + 1.0)
     for pc in pcs:

@@ -264,10 +264,17 @@ def eyeball_centres(model: FaceModel, expression) -> np.ndarray:
     return centres
 
 
-def eyeball_pose(model: FaceModel, state: AvatarState, eye: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Centre (3,) in image space, rotation (3,3) eyeball-local→image (head and gaze), scale px/unit."""
+def eyeball_pose(
+    model: FaceModel, state: AvatarState, eye: int, centres: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centre (3,) in image space, rotation (3,3) eyeball-local→image (head and gaze), scale px/unit.
+
+    ``centres``: this state's :func:`eyeball_centres`, when the caller already has them (both eyes).
+    """
     head = rotation_matrix(state.head_pose_deg)
-    centre = float(state.scale) * (eyeball_centres(model, state.expression)[eye] @ head.T)
+    if centres is None:
+        centres = eyeball_centres(model, state.expression)
+    centre = float(state.scale) * (centres[eye] @ head.T)
     centre[:2] += np.asarray(state.translation, dtype=np.float64).reshape(2)
     rotation = head @ gaze_rotation(np.asarray(state.gaze_deg, dtype=np.float64).reshape(2, 2)[eye])
     return centre, rotation, float(state.scale)

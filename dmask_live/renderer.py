@@ -356,9 +356,11 @@ class AvatarRenderer:
         self._draw_head(state, out_scale)
         closed = fm.drawn_eyelids(state.eyelids).max(axis=1) < CLOSED_OPENNESS
         self._draw_fills(verts, backward, closed)
-        for eye in (0, 1):
-            if not closed[eye]:
-                self._draw_eyeball(state, eye, out_scale)
+        if not closed.all():
+            centres = fm.eyeball_centres(self.model, state.expression)  # both eyes, once
+            for eye in (0, 1):
+                if not closed[eye]:
+                    self._draw_eyeball(state, eye, centres, out_scale)
         self._draw_eye_detail(verts, backward)
         frame = np.empty((self.height, self.width, 3), np.uint8)
         fbo.read_into(frame, components=3, alignment=1)
@@ -464,8 +466,8 @@ class AvatarRenderer:
             vbo.write(np.hstack([np.vstack([loop, centre]), rgba]).astype(np.float32).tobytes())
             vao.render()
 
-    def _draw_eyeball(self, state: AvatarState, eye: int, out_scale: np.ndarray) -> None:
-        centre, rotation, px_per_unit = self._fm.eyeball_pose(self.model, state, eye)
+    def _draw_eyeball(self, state: AvatarState, eye: int, centres: np.ndarray, out_scale: np.ndarray) -> None:
+        centre, rotation, px_per_unit = self._fm.eyeball_pose(self.model, state, eye, centres)
         radius_px = px_per_unit * self.model.eyeball_radius
         matrix = np.diag(out_scale) @ np.asarray(rotation, np.float64) * radius_px
         self._eye_prog["eye_centre"].value = tuple(float(v) for v in np.asarray(centre) * out_scale)

@@ -85,21 +85,19 @@ def warp(image: np.ndarray, affine: np.ndarray, out_size: int) -> np.ndarray:
         x0, y0, x1, y1 = 0, 0, width - 1, height - 1
     centred = np.array([[a, b, c - x0], [d, e, f - y0]])
     region = image[y0 : y1 + 1, x0 : x1 + 1]
-    three_channel = region.ndim == 3 and region.shape[2] == 3
-    if three_channel and abs(a * e - b * d) > STREAMING_AREA_SCALE:
-        rgba = region = np.ascontiguousarray(region)
-    elif three_channel:
-        rgba = cv2.cvtColor(region, cv2.COLOR_RGB2RGBA)
+    as_rgba = region.ndim == 3 and region.shape[2] == 3 and abs(a * e - b * d) <= STREAMING_AREA_SCALE
+    if as_rgba:
+        source = cv2.cvtColor(region, cv2.COLOR_RGB2RGBA)
     else:
-        rgba = region
+        source = np.ascontiguousarray(region)
     crop = cv2.warpAffine(
-        rgba,
+        source,
         centred,
         (out_size, out_size),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
-    return cv2.cvtColor(crop, cv2.COLOR_RGBA2RGB) if rgba is not region else crop
+    return cv2.cvtColor(crop, cv2.COLOR_RGBA2RGB) if as_rgba else crop
 
 
 def project(affine: np.ndarray, points: np.ndarray) -> np.ndarray:

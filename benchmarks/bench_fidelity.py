@@ -133,8 +133,11 @@ class Tracking:
 
         self.landmarker = FaceLandmarker()
 
-    def run(self, frames, timestamps, landmarks=None):
-        """Track frames; or, with ``landmarks`` (one per frame), skip the landmark networks."""
+    def run(self, frames, timestamps, landmarks=None, read=None):
+        """Track frames; or, with ``landmarks`` (one per frame), skip the landmark networks.
+
+        ``read``: a list that receives what the networks read from each frame (None: no face).
+        """
         from dmask_live.ocular import OcularAnalyzer  # noqa: I001 - lazy stage imports
         from dmask_live.tracker import FaceTracker
 
@@ -143,6 +146,8 @@ class Tracking:
         states, metrics = [], []
         for i, t in enumerate(timestamps):
             found = landmarks[i] if landmarks is not None else self.landmarker.process(frames[i])
+            if read is not None:
+                read.append(found)
             state = tracker.update(found, float(t))
             states.append(state)
             metrics.append(analyzer.update(state))
@@ -415,8 +420,67 @@ def blink_f1(clips: dict, tolerance: int = BLINK_MATCH_FRAMES) -> dict:
             "precision": r(precision, 3), "recall": r(recall, 3), "f1": r(f1, 3)}
 
 
-def clip_round_trip(tracking: Tracking, count: int | None) -> dict:
-    out = {}
+# Where the round trip loses: each group of the landmarks the networks read from the avatar replaced
+# by the exact points of the state the avatar was rendered from (face_model.landmarks_from_state).
+LANDMARK_SWAPS = {
+    "exact iris": ("iris",),
+    "exact mesh and eye contours": ("points", "eye_contours"),
+    "all exact (no rendering, no networks)": ("points", "eye_contours", "iris"),
+}
+
+
+def swapped_landmarks(read, state: AvatarState, groups: tuple[str, ...]):
+    """``read`` (the networks' landmarks of the avatar frame) with ``groups`` taken from the exact ones."""
+    from dmask_live.types import FaceLandmarks
+
+    if not state.tracked or (read is None and len(groups) < 3):
+        return None
+    exact = perfect_landmarks(state)
+    base = exact if read is None else read
+    parts = {k: getattr(exact if k in groups else base, k) for k in ("points", "eye_contours", "iris")}
+    return FaceLandmarks(**parts, confidence=base.confidence, roi=base.roi, image_size=base.image_size)
+
+
+def round_trip_scores(patient, patient_metrics, avatar, avatar_metrics) -> dict:
+    """Per-clip errors of the re-tracked avatar (states B) against the patient (states A)."""
+    count = len(patient)
+    both = [i for i in range(WARMUP, count) if patient[i].tracked and avatar[i].tracked]
+
+    def pick(states, name, both=both):
+        return series([states[i] for i in both], name)
+
+    gaze_err = pick(avatar, "gaze_deg") - pick(patient, "gaze_deg")
+    lid_err = pick(avatar, "eyelids") - pick(patient, "eyelids")
+    pose_err = pick(avatar, "head_pose_deg") - pick(patient, "head_pose_deg")
+    dev_p = pick(patient, "gaze_deg")[:, 0, 0] - pick(patient, "gaze_deg")[:, 1, 0]
+    dev_a = pick(avatar, "gaze_deg")[:, 0, 0] - pick(avatar, "gaze_deg")[:, 1, 0]
+    aperture_p = np.array([patient_metrics[i].lid_aperture for i in both], np.float64)
+    aperture_a = np.array([avatar_metrics[i].lid_aperture for i in both], np.float64)
+    return {
+        "frames": count,
+        "patient_tracked": r(np.mean([s.tracked for s in patient]), 3),
+        "avatar_tracked": r(np.mean([s.tracked for s in avatar]), 3),
+        "gaze_rms_error_deg": r(rms(gaze_err)),
+        # per frame and eye: the angle between the two gaze directions (yaw, pitch differences)
+        "gaze_median_error_deg": r(np.nanmedian(np.hypot(gaze_err[..., 0], gaze_err[..., 1])))
+        if len(both) else None,
+        "lid_aperture_correlation": r(correlation(aperture_a.ravel(), aperture_p.ravel()), 3),
+        "blink_frames_patient": [i for i in range(count) if patient_metrics[i].blink],
+        "blink_frames_avatar": [i for i in range(count) if avatar_metrics[i].blink],
+        "gaze_yaw_correlation": r(np.corrcoef(pick(avatar, "gaze_deg")[:, :, 0].ravel(),
+                                              pick(patient, "gaze_deg")[:, :, 0].ravel())[0, 1], 3)
+        if len(both) > 3 else None,
+        "deviation_rms_error_deg": r(rms(dev_a - dev_p)),
+        "lid_rms_error": r(rms(lid_err), 3),
+        "head_pose_rms_error_deg": r(rms(pose_err)),
+        "blinks_patient": int(patient_metrics[-1].blink_count),
+        "blinks_avatar": int(avatar_metrics[-1].blink_count),
+    }
+
+
+def clip_round_trip(tracking: Tracking, count: int | None) -> tuple[dict, dict]:
+    """Per clip: the round trip's scores, and the same with exact landmark groups (LANDMARK_SWAPS)."""
+    out, swaps = {}, {name: {} for name in LANDMARK_SWAPS}
     for path in sorted((SHARED / "videos").glob("*.mp4")):
         frames, times = read_clip(path, count)
         height, width = frames[0].shape[:2]
@@ -424,43 +488,15 @@ def clip_round_trip(tracking: Tracking, count: int | None) -> dict:
         with AvatarRenderer(width, height) as renderer:
             avatar_frames = [renderer.render(s) for s in patient]
         del frames  # raw frames are not kept beyond this clip
-        avatar, avatar_metrics = tracking.run(avatar_frames, times)
-        both = [i for i in range(WARMUP, len(times)) if patient[i].tracked and avatar[i].tracked]
-
-        def pick(states, name, both=both):
-            return series([states[i] for i in both], name)
-
-        gaze_err = pick(avatar, "gaze_deg") - pick(patient, "gaze_deg")
-        lid_err = pick(avatar, "eyelids") - pick(patient, "eyelids")
-        pose_err = pick(avatar, "head_pose_deg") - pick(patient, "head_pose_deg")
-        dev_p = pick(patient, "gaze_deg")[:, 0, 0] - pick(patient, "gaze_deg")[:, 1, 0]
-        dev_a = pick(avatar, "gaze_deg")[:, 0, 0] - pick(avatar, "gaze_deg")[:, 1, 0]
-        aperture_p = np.array([patient_metrics[i].lid_aperture for i in both], np.float64)
-        aperture_a = np.array([avatar_metrics[i].lid_aperture for i in both], np.float64)
-        blinks_p = [i for i in range(len(times)) if patient_metrics[i].blink]
-        blinks_a = [i for i in range(len(times)) if avatar_metrics[i].blink]
-        out[path.name] = {
-            "frames": len(times),
-            "patient_tracked": r(np.mean([s.tracked for s in patient]), 3),
-            "avatar_tracked": r(np.mean([s.tracked for s in avatar]), 3),
-            "gaze_rms_error_deg": r(rms(gaze_err)),
-            # per frame and eye: the angle between the two gaze directions (yaw, pitch differences)
-            "gaze_median_error_deg": r(np.nanmedian(np.hypot(gaze_err[..., 0], gaze_err[..., 1])))
-            if len(both) else None,
-            "lid_aperture_correlation": r(correlation(aperture_a.ravel(), aperture_p.ravel()), 3),
-            "blink_frames_patient": blinks_p,
-            "blink_frames_avatar": blinks_a,
-            "gaze_yaw_correlation": r(np.corrcoef(pick(avatar, "gaze_deg")[:, :, 0].ravel(),
-                                                  pick(patient, "gaze_deg")[:, :, 0].ravel())[0, 1], 3)
-            if len(both) > 3 else None,
-            "deviation_rms_error_deg": r(rms(dev_a - dev_p)),
-            "lid_rms_error": r(rms(lid_err), 3),
-            "head_pose_rms_error_deg": r(rms(pose_err)),
-            "blinks_patient": int(patient_metrics[-1].blink_count),
-            "blinks_avatar": int(avatar_metrics[-1].blink_count),
-        }
+        read: list = []
+        avatar, avatar_metrics = tracking.run(avatar_frames, times, read=read)
+        out[path.name] = round_trip_scores(patient, patient_metrics, avatar, avatar_metrics)
         print(f"{path.name}: {out[path.name]}", file=sys.stderr)
-    return out
+        for name, groups in LANDMARK_SWAPS.items():
+            landmarks = [swapped_landmarks(f, s, groups) for f, s in zip(read, patient, strict=True)]
+            states, metrics = tracking.run(None, times, landmarks=landmarks)
+            swaps[name][path.name] = round_trip_scores(patient, patient_metrics, states, metrics)
+    return out, swaps
 
 
 def clip_summary(clips: dict) -> dict:
@@ -514,6 +550,25 @@ def network_lines(check: dict) -> list[str]:
               f"openness: {lids}. Eye corners (px, + = toward the nose): outer {corners['outer']}, "
               f"inner {corners['inner']}. Iris radius {check['iris_radius_px']} px "
               "(1 px ≈ 3° of eye rotation at this size)."]
+    return lines
+
+
+def swap_lines(summary: dict, swaps: dict | None) -> list[str]:
+    if not swaps:
+        return []
+    lines = [
+        "", "### Where the round trip loses: the landmarks read from the avatar vs. exact ones", "",
+        "The avatar frames' landmarks as the networks read them, with some groups replaced by the exact "
+        "points of the state each frame was rendered from, then tracked as before (same clips, same "
+        "patient states A):", "",
+        "| avatar landmarks | gaze median (deg) | lid aperture corr. | blink F1 (matched / patient / avatar) "
+        "| head pose RMS (deg) |", "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in {"read by the networks (above)": summary, **swaps}.items():
+        b = row["blinks"]
+        lines.append(f"| {name} | {row['gaze_median_error_deg']} | {row['lid_aperture_correlation']} | "
+                     f"{b['f1']} ({b['matched']} / {b['patient_blinks']} / {b['avatar_blinks']}) | "
+                     f"{row['head_pose_rms_error_deg']} |")
     return lines
 
 
@@ -600,6 +655,7 @@ def write_markdown(path: Path, result: dict) -> None:
                   f"{blinks['patient_blinks']} on the patients, {blinks['avatar_blinks']} on the avatars, "
                   f"{blinks['matched']} matched within "
                   f"±{BLINK_MATCH_FRAMES} frames: F1 {blinks['f1']} (goal ≥ 0.95)."]
+        lines += swap_lines(summary, result.get("exact_landmark_swaps"))
     if result.get("plot"):
         lines += ["", "![nystagmus and saccade traces](fidelity.png)"]
     lines += ["", f"First {WARMUP} frames of each sequence are the tracker's warm-up and not scored.", ""]
@@ -619,9 +675,9 @@ def main() -> int:
     networks = network_eye_check(tracking)
     print(f"network eye check: {networks}", file=sys.stderr)
     synthetic_results, traces = synthetic(tracking)
-    clips = None
+    clips = swaps = None
     if not args.no_clips and (SHARED / "videos").is_dir():
-        clips = clip_round_trip(tracking, args.clip_frames)
+        clips, swaps = clip_round_trip(tracking, args.clip_frames)
     with AvatarRenderer(16, 16) as probe:
         with probe.ctx:
             gl = probe.ctx.info["GL_RENDERER"]
@@ -637,6 +693,8 @@ def main() -> int:
         "clip_frames": args.clip_frames,
         "clips": clips,
         "clip_summary": clip_summary(clips) if clips else None,
+        # per swap: the summary over clips (the per-clip rows are in the run's stderr)
+        "exact_landmark_swaps": {name: clip_summary(c) for name, c in swaps.items()} if swaps else None,
         "plot": plot(traces, RESULTS / "fidelity.png"),
         "seconds": round(time.perf_counter() - start, 1),
     }

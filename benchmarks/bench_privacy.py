@@ -20,9 +20,10 @@ Two data sets, one run:
 
 Protocols (probe → gallery): Orig2Orig; Mask2Face (masked probes vs. original gallery); Mask2Mask
 (masked vs. masked); diagnostics of Mask2Mask with the same states rendered centred at a fixed size
-(no position or size in the frame) and centred with the expression coefficients set to zero (head
-pose, gaze, lids only); baselines vs. original gallery: Gaussian blur and pixelation of the face box,
-and an eye-band crop (only the eye band visible); chance = 1 / people.
+(no position or size in the frame), centred with the expression coefficients set to zero (head
+pose, gaze, lids only), and that with the head turned frontal too (gaze and lids only); baselines
+vs. original gallery: Gaussian blur and pixelation of the face box, and an eye-band crop (only the
+eye band visible); chance = 1 / people.
 Controls without images: nearest neighbour on the tracked state's numbers (behaviour; expression;
 framing = position and size in the frame).
 
@@ -174,11 +175,14 @@ class Sampler:
     def close(self) -> None:
         self.centred.release()
 
-    def render_centred(self, state) -> tuple[np.ndarray, np.ndarray]:
-        """The avatar of ``state`` centred at a fixed size, and the same with a neutral expression."""
+    def render_centred(self, state) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The avatar of ``state`` centred at a fixed size; with a neutral expression; and frontal too."""
         centred = self.centred.render(state)
-        neutral = self.centred.render(dataclasses.replace(state, expression=np.zeros_like(state.expression)))
-        return centred, neutral
+        neutral_state = dataclasses.replace(state, expression=np.zeros_like(state.expression))
+        neutral = self.centred.render(neutral_state)
+        frontal_state = dataclasses.replace(neutral_state, head_pose_deg=np.zeros(3, np.float32))
+        frontal = self.centred.render(frontal_state)
+        return centred, neutral, frontal
 
     def original(self, rgb) -> dict:
         box = self.attacker.detect(rgb)
@@ -198,10 +202,14 @@ class Sampler:
         return out
 
     def centred_only(self, state, prefix: str) -> dict:
-        centred, neutral = self.render_centred(state)
+        centred, neutral, frontal = self.render_centred(state)
         centre_box = self.attacker.detect(centred, (0,))
+        frontal_box = self.attacker.detect(frontal, (0,))
+        if frontal_box is None:
+            frontal_box = centre_box
         return {f"{prefix}_centre": self.attacker.embed(centred, centre_box, upsample=(0,)),
-                f"{prefix}_centre_neutral": self.attacker.embed(neutral, centre_box, upsample=(0,))}
+                f"{prefix}_centre_neutral": self.attacker.embed(neutral, centre_box, upsample=(0,)),
+                f"{prefix}_centre_frontal": self.attacker.embed(frontal, frontal_box, upsample=(0,))}
 
 
 # --------------------------------------------------------------------------- scoring
@@ -236,6 +244,7 @@ def state_vector(state, fields) -> np.ndarray:
 
 STATE_CONTROLS = {
     "State2State: pose, gaze, lids": BEHAVIOUR,
+    "State2State: gaze, lids": ("gaze_deg", "eyelids"),
     "State2State: expression only": ("expression",),
     "State2State: pose, gaze, lids + expression": BEHAVIOUR + ("expression",),
     "State2State: framing (position, size)": ("framing",),
@@ -279,6 +288,8 @@ def protocol_table(prefixes: list[tuple[str, str]], baselines) -> dict:
         table[f"Mask2Mask{label} centred"] = (f"{prefix}_centre", f"{prefix}_centre")
         table[f"Mask2Mask{label} centred, neutral expression"] = (
             f"{prefix}_centre_neutral", f"{prefix}_centre_neutral")
+        table[f"Mask2Mask{label} centred, neutral expression, frontal head"] = (
+            f"{prefix}_centre_frontal", f"{prefix}_centre_frontal")
     for name in baselines:
         table[f"{name}2Face"] = ("original", name)
     return table

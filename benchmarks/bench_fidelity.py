@@ -429,13 +429,13 @@ LANDMARK_SWAPS = {
 }
 
 
-def swapped_landmarks(read, state: AvatarState, groups: tuple[str, ...]):
-    """``read`` (the networks' landmarks of the avatar frame) with ``groups`` taken from the exact ones."""
+def swapped_landmarks(read, exact, groups: tuple[str, ...]):
+    """``read`` (the networks' landmarks of the avatar frame) with ``groups`` taken from ``exact``, the
+    exact ones of its state (None where the patient was not tracked: nothing was rendered)."""
     from dmask_live.types import FaceLandmarks
 
-    if not state.tracked or (read is None and len(groups) < 3):
+    if exact is None or (read is None and len(groups) < 3):
         return None
-    exact = perfect_landmarks(state)
     base = exact if read is None else read
     parts = {k: getattr(exact if k in groups else base, k) for k in ("points", "eye_contours", "iris")}
     return FaceLandmarks(**parts, confidence=base.confidence, roi=base.roi, image_size=base.image_size)
@@ -492,8 +492,9 @@ def clip_round_trip(tracking: Tracking, count: int | None) -> tuple[dict, dict]:
         avatar, avatar_metrics = tracking.run(avatar_frames, times, read=read)
         out[path.name] = round_trip_scores(patient, patient_metrics, avatar, avatar_metrics)
         print(f"{path.name}: {out[path.name]}", file=sys.stderr)
+        exact = [perfect_landmarks(s) if s.tracked else None for s in patient]  # once for every swap
         for name, groups in LANDMARK_SWAPS.items():
-            landmarks = [swapped_landmarks(f, s, groups) for f, s in zip(read, patient, strict=True)]
+            landmarks = [swapped_landmarks(f, e, groups) for f, e in zip(read, exact, strict=True)]
             states, metrics = tracking.run(None, times, landmarks=landmarks)
             swaps[name][path.name] = round_trip_scores(patient, patient_metrics, states, metrics)
     return out, swaps

@@ -228,9 +228,14 @@ def model_vertices(model: FaceModel, state: AvatarState) -> np.ndarray:
     return out
 
 
-def project(points_model: np.ndarray, state: AvatarState) -> np.ndarray:
-    """Weak-perspective projection of model-space points (N,3) to image space (N,3)."""
-    rotated = np.asarray(points_model, dtype=np.float64) @ rotation_matrix(state.head_pose_deg).T
+def project(points_model: np.ndarray, state: AvatarState, head: np.ndarray | None = None) -> np.ndarray:
+    """Weak-perspective projection of model-space points (N,3) to image space (N,3).
+
+    ``head``: the state's head rotation, when the caller already has it.
+    """
+    if head is None:
+        head = rotation_matrix(state.head_pose_deg)
+    rotated = np.asarray(points_model, dtype=np.float64) @ head.T
     out = float(state.scale) * rotated
     out[:, :2] += np.asarray(state.translation, dtype=np.float64).reshape(2)
     return out
@@ -274,8 +279,7 @@ def eyeball_pose(
     head = rotation_matrix(state.head_pose_deg)
     if centres is None:
         centres = eyeball_centres(model, state.expression)
-    centre = float(state.scale) * (centres[eye] @ head.T)
-    centre[:2] += np.asarray(state.translation, dtype=np.float64).reshape(2)
+    centre = project(centres[eye][None, :], state, head)[0]
     rotation = head @ gaze_rotation(np.asarray(state.gaze_deg, dtype=np.float64).reshape(2, 2)[eye])
     return centre, rotation, float(state.scale)
 

@@ -432,8 +432,9 @@ class AvatarRenderer:
 
     def _draw_head(self, state: AvatarState, out_scale: np.ndarray) -> None:
         """Skull and neck: rigid with the head (pose only), behind everything else."""
-        verts = self._fm.project(self._head_verts, state) * out_scale
-        normals = (self._head_normals @ self._fm.rotation_matrix(state.head_pose_deg).T) / out_scale
+        head = self._fm.rotation_matrix(state.head_pose_deg)
+        verts = self._fm.project(self._head_verts, state, head) * out_scale
+        normals = (self._head_normals @ head.T) / out_scale
         normals /= np.linalg.norm(normals, axis=1, keepdims=True)
         self._head_vbo.write(np.hstack([verts, normals]).astype(np.float32).tobytes())
         # At the far plane after the face: the face always covers them (the skull can never show

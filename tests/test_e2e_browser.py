@@ -90,9 +90,15 @@ def _write_y4m(frames: list[np.ndarray], path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def camera_clip():
-    """(y4m path, first frame) in a private temp dir, removed afterwards (raw frames never kept)."""
+    """(y4m path, first frame) in a private temp dir, removed afterwards (raw frames never kept).
+
+    Chromium's fake camera streams only from a file; where the machine has a RAM-backed /dev/shm the
+    file lives there, so the real face's frames never reach a disk.
+    """
     frames, source = _clip_frames()
-    folder = Path(tempfile.mkdtemp(prefix="dmask-e2e-"))
+    memory = Path("/dev/shm")
+    in_memory = memory.is_dir() and os.access(memory, os.W_OK)
+    folder = Path(tempfile.mkdtemp(prefix="dmask-e2e-", dir=memory if in_memory else None))
     path = folder / "camera.y4m"
     _write_y4m(frames, path)
     yield path, frames, source
